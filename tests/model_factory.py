@@ -1,0 +1,96 @@
+"""Tiny random-weight Stable Diffusion models of the real architectures, saved as users' files are.
+
+Each builder makes the real diffusers/transformers classes at a small size and writes them in the
+original LDM single-file layout (``.safetensors`` or a ``.ckpt`` zip pickle), optionally with a
+``NAME.yaml`` beside it, or as a diffusers folder. Deterministic given the seed.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from webui.model_manager.ldm_layout import diffusers_to_ldm, write_model_yaml
+
+CONTEXT = 32
+TOKENIZER = Path(__file__).resolve().parents[1] / "webui" / "configs" / "clip_tokenizer"
+
+
+def tiny_components(family: str = "sd1", variant: str = "normal", seed: int = 0, vae_levels: int = 2):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    in_channels = {"normal": 4, "inpaint": 9, "depth": 5}[variant]
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=in_channels, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=CONTEXT, attention_head_dim=8 if family == "sd1" else [1, 1],
+        use_linear_projection=family == "sd2", norm_num_groups=32)
+    vae = AutoencoderKL(block_out_channels=(32, 64)[:vae_levels] if vae_levels <= 2 else (32, 32, 64)[:vae_levels],
+                        down_block_types=("DownEncoderBlock2D",) * vae_levels,
+                        up_block_types=("UpDecoderBlock2D",) * vae_levels, latent_channels=4, norm_num_groups=32,
+                        layers_per_block=1)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        hidden_size=CONTEXT, intermediate_size=64, num_attention_heads=1, num_hidden_layers=2, vocab_size=49408,
+        max_position_embeddings=77, hidden_act="quick_gelu" if family == "sd1" else "gelu",
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407 if family == "sd1" else 0))
+    # Random init gives near-zero outputs; scale up so different inputs give visibly different images.
+    with torch.no_grad():
+        for p in unet.conv_out.parameters():
+            p.mul_(50)
+    return unet.eval(), vae.eval(), text_encoder.eval()
+
+
+def write_checkpoint(path: Path, family: str = "sd1", variant: str = "normal", seed: int = 0, with_yaml: bool = False,
+                     prediction: str = "epsilon", dtype=torch.float16) -> Path:
+    unet, vae, text_encoder = tiny_components(family, variant, seed)
+    state = {k: v.to(dtype) for k, v in diffusers_to_ldm(unet=unet, vae=vae, text_encoder=text_encoder,
+                                                         family=family).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state}, path)
+    if with_yaml:
+        write_model_yaml(path.with_suffix(".yaml"), unet_config=dict(unet.config), vae_config=dict(vae.config),
+                         text_encoder_config=text_encoder.config.to_dict(), family=family,
+                         prediction_type=prediction)
+    return path
+
+
+def write_vae(path: Path, seed: int = 1, layout: str = "ldm") -> Path:
+    """A standalone VAE file (``layout``: ``ldm`` as A1111's VAE files, or ``diffusers``)."""
+    _, vae, _ = tiny_components(seed=seed)
+    with torch.no_grad():
+        for p in vae.decoder.conv_out.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    state = diffusers_to_ldm(vae=vae) if layout == "ldm" else vae.state_dict()
+    state = {k.removeprefix("first_stage_model."): v.half().contiguous() for k, v in state.items()}
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path
+
+
+def write_diffusers_folder(folder: Path, seed: int = 0) -> Path:
+    from diffusers import PNDMScheduler
+
+    unet, vae, text_encoder = tiny_components("sd1", "normal", seed)
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    text_encoder.save_pretrained(folder / "text_encoder")
+    shutil.copytree(TOKENIZER, folder / "tokenizer", dirs_exist_ok=True)
+    PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                  steps_offset=1).save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "feature_extractor": [None, None], "safety_checker": [None, None],
+        "requires_safety_checker": False, "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+    return folder

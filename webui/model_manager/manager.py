@@ -1,0 +1,329 @@
+"""The model manager: scan the model folders, probe and hash what is there, load and cache models.
+
+Names come from the scan: a request names a model by its title (``name.safetensors [hash]``), its
+name (path relative to its folder, with or without extension) or its short hash, and only files
+found by the scan can be opened, so ``../`` tricks have nothing to reach.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .hashes import HashCache, hashed_file
+from .probe import CheckpointInfo, derive_configs, probe_tensors
+from .tensor_files import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, ModelFileError, iter_files, open_tensor_file
+
+log = logging.getLogger(__name__)
+Kind = Literal["checkpoint", "vae", "lora", "embedding", "depth"]
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "Stable-diffusion" / "demo-shapes.safetensors"
+MODEL_SUFFIXES = SAFETENSORS_SUFFIXES + (".ckpt",)
+AUTOMATIC_VAE = ("Automatic", "None", "")
+
+
+class ModelNotFound(ValueError):
+    """A model name that matches no scanned file; the message lists what exists."""
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    checkpoints: Path
+    vae: Path
+    lora: Path
+    embeddings: Path
+    depth: Path
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str  # path relative to its folder, with extension: what A1111 shows
+    path: Path
+    kind: Kind
+
+    @property
+    def stem(self) -> str:
+        return self.name.rsplit(".", 1)[0] if not self.path.is_dir() else self.name
+
+
+@dataclass
+class LoadedModel:
+    entry: ModelEntry
+    info: CheckpointInfo
+    short_hash: str
+    components: Any  # loader.Components
+    own_vae: Any
+    vae_name: str | None = None  # None: the checkpoint's own VAE
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return f"{self.entry.name} [{self.short_hash}]"
+
+
+class ModelManager:
+    def __init__(self, paths: ModelPaths, cache_dir: Path, device: str = "auto", precision: str = "auto",
+                 attention: str = "sdpa", max_models: int = 1, include_demo: bool = True):
+        self.paths = paths
+        self.hashes = HashCache(cache_dir / "hashes.json")
+        self.device_name, self.precision = device, precision
+        self.attention = attention
+        self.max_models = max(1, max_models)
+        self.include_demo = include_demo
+        self._probes: dict[tuple[str, int, float], CheckpointInfo] = {}
+        self._resident: OrderedDict[Path, LoadedModel] = OrderedDict()
+        self._lock = threading.RLock()
+
+    # ---- scanning -------------------------------------------------------------------------
+    def list(self, kind: Kind) -> list[ModelEntry]:
+        if kind == "checkpoint":
+            return self._checkpoints()
+        folder, suffixes = {
+            "vae": (self.paths.vae, MODEL_SUFFIXES + (".pt",)),
+            "lora": (self.paths.lora, SAFETENSORS_SUFFIXES + (".pt", ".ckpt")),
+            "embedding": (self.paths.embeddings, SAFETENSORS_SUFFIXES + (".pt", ".bin")),
+            "depth": (self.paths.depth, SAFETENSORS_SUFFIXES + (".bin", ".pt")),
+        }[kind]
+        entries = [ModelEntry(_relative(p, folder), p, kind) for p in iter_files(folder, suffixes)]
+        if kind == "depth" and folder.is_dir():  # transformers folders (config.json + weights)
+            entries = [e for e in entries if e.path.parent == folder]
+            for config in sorted(folder.glob("*/config.json")):
+                entries.append(ModelEntry(config.parent.name, config.parent, kind))
+        return entries
+
+    def _checkpoints(self) -> list[ModelEntry]:
+        folder = self.paths.checkpoints
+        pipelines = sorted(i.parent for i in folder.rglob("model_index.json")) if folder.is_dir() else []
+        entries = [ModelEntry(_relative(p, folder), p, "checkpoint") for p in iter_files(folder, MODEL_SUFFIXES)
+                   if not any(pipeline in p.parents for pipeline in pipelines)]
+        entries += [ModelEntry(_relative(p, folder), p, "checkpoint") for p in pipelines]
+        if self.include_demo and DEMO_CHECKPOINT.is_file() and not any(
+                e.path.resolve() == DEMO_CHECKPOINT.resolve() for e in entries):
+            entries.append(ModelEntry(DEMO_CHECKPOINT.name, DEMO_CHECKPOINT, "checkpoint"))
+        return entries
+
+    def all_models(self) -> list[ModelEntry]:
+        return [e for kind in ("checkpoint", "vae", "lora", "embedding", "depth") for e in self.list(kind)]
+
+    def short_hash(self, entry: ModelEntry) -> str:
+        return self.hashes.short(hashed_file(entry.path))
+
+    def probe(self, entry: ModelEntry) -> CheckpointInfo:
+        stat = entry.path.stat()
+        key = (str(entry.path.resolve()), stat.st_size, stat.st_mtime)
+        if key not in self._probes:
+            if entry.path.is_dir():
+                self._probes[key] = _probe_diffusers_folder(entry.path)
+            else:
+                self._probes[key] = probe_tensors(open_tensor_file(entry.path), entry.path)
+        return self._probes[key]
+
+    def describe(self, entry: ModelEntry) -> dict[str, Any]:
+        """What ``python app.py models`` shows for one file; unreadable files say why."""
+        record: dict[str, Any] = {"name": entry.name, "path": str(entry.path), "kind": entry.kind}
+        try:
+            record["hash"] = self.short_hash(entry)
+            if entry.kind == "checkpoint":
+                info = self.probe(entry)
+                record.update(family=info.family, variant=info.variant, prediction=info.prediction,
+                              native_size=info.native_size, title=f"{entry.name} [{record['hash']}]")
+                if not info.supported:
+                    record["error"] = f"{info.family} checkpoints are not supported yet" if info.family == "sdxl" \
+                        else "not a recognised Stable Diffusion checkpoint"
+        except (ModelFileError, OSError) as e:
+            record["error"] = str(e)
+        return record
+
+    # ---- name resolution ------------------------------------------------------------------
+    def find(self, name: str, kind: Kind = "checkpoint") -> ModelEntry:
+        """Resolve a user-given name to a scanned file; anything else is refused."""
+        if not name or not isinstance(name, str):
+            raise ModelNotFound(f"no {kind} name given")
+        wanted = name.strip()
+        if "\x00" in wanted or any(part == ".." for part in Path(wanted.replace("\\", "/")).parts):
+            raise ModelNotFound(f"invalid {kind} name {name!r}: names are files inside the {kind} folder")
+        title_hash = None
+        if wanted.endswith("]") and " [" in wanted:
+            wanted, title_hash = wanted[:-1].rsplit(" [", 1)
+        entries = self.list(kind)
+        for entry in entries:
+            if wanted in (entry.name, entry.stem, entry.path.name, Path(entry.name).stem):
+                return entry
+        candidates = [wanted.lower()] + ([title_hash.lower()] if title_hash else [])
+        for entry in entries:  # a short hash, as A1111 accepts
+            if any(len(c) >= 8 and all(ch in "0123456789abcdef" for ch in c) for c in candidates):
+                if self.short_hash(entry) in candidates or any(self.hashes.sha256(hashed_file(entry.path)).startswith(c)
+                                                               for c in candidates if len(c) >= 8):
+                    return entry
+        known = ", ".join(e.name for e in entries) or "none found"
+        raise ModelNotFound(f"unknown {kind} {name!r}; available: {known}")
+
+    def default_checkpoint(self) -> ModelEntry:
+        entries = [e for e in self.list("checkpoint")]
+        if not entries:
+            raise ModelNotFound(f"no checkpoints found in {self.paths.checkpoints}; put a .safetensors file "
+                                f"there or pass --ckpt-dir")
+        own = [e for e in entries if e.path.resolve() != DEMO_CHECKPOINT.resolve()]
+        for entry in own:
+            try:
+                if self.probe(entry).supported:
+                    return entry
+            except (ModelFileError, OSError):
+                continue
+        return entries[-1] if not own else own[0]
+
+    # ---- loading --------------------------------------------------------------------------
+    def device_and_dtype(self):
+        import torch
+
+        if self.device_name == "auto":
+            if torch.cuda.is_available():
+                device = torch.device("cuda")
+            elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+                device = torch.device("mps")
+            else:
+                device = torch.device("cpu")
+        else:
+            device = torch.device(self.device_name)
+        half = self.precision == "half" or (self.precision == "auto" and device.type in ("cuda", "mps"))
+        return device, (torch.float16 if half else torch.float32)
+
+    def resident(self) -> list[LoadedModel]:
+        return list(self._resident.values())
+
+    def get(self, name: str | None = None, vae: str | None = None) -> LoadedModel:
+        """The loaded model for ``name`` (default: the default checkpoint) with the VAE asked for."""
+        with self._lock:
+            entry = self.find(name) if name else self.default_checkpoint()
+            loaded = self._resident.get(entry.path)
+            if loaded is None:
+                loaded = self._load(entry)
+            self._resident.move_to_end(entry.path)
+            self._apply_vae(loaded, vae)
+            return loaded
+
+    def _load(self, entry: ModelEntry) -> LoadedModel:
+        import time
+
+        from .loader import build_components, load_diffusers_folder
+
+        info = self.probe(entry)
+        if not info.supported:
+            if info.family == "sdxl":
+                raise ModelFileError(f"{entry.name}: SDXL checkpoints are recognised but not supported yet")
+            raise ModelFileError(f"{entry.name}: not a recognised Stable Diffusion 1.x/2.x checkpoint")
+        while len(self._resident) >= self.max_models:
+            self.unload(next(iter(self._resident)))
+        device, dtype = self.device_and_dtype()
+        started = time.perf_counter()
+        if entry.path.is_dir():
+            components = load_diffusers_folder(entry.path, dtype, device)
+        else:
+            tensors = open_tensor_file(entry.path)
+            configs = derive_configs(tensors, info)
+            components = build_components(tensors, configs, info.family, entry.name, dtype, device)
+            del tensors
+        if self.attention == "xformers":
+            self._enable_xformers(components, device)
+        loaded = LoadedModel(entry, info, self.short_hash(entry), components, components.vae)
+        self._resident[entry.path] = loaded
+        log.info("loaded %s (%s %s, %s) in %.1f s on %s %s", entry.name, info.family, info.variant,
+                 info.prediction, time.perf_counter() - started, device, str(dtype).removeprefix("torch."))
+        return loaded
+
+    @staticmethod
+    def _enable_xformers(components, device) -> None:
+        import importlib.util
+
+        if device.type != "cuda" or importlib.util.find_spec("xformers") is None:
+            log.warning("--xformers asked for but xformers/CUDA is not available; using PyTorch SDPA")
+            return
+        components.unet.enable_xformers_memory_efficient_attention()
+        components.vae.enable_xformers_memory_efficient_attention()
+
+    def unload(self, path: Path) -> None:
+        loaded = self._resident.pop(path, None)
+        if loaded is None:
+            return
+        loaded.components = None
+        loaded.own_vae = None
+        del loaded
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def unload_all(self) -> None:
+        for path in list(self._resident):
+            self.unload(path)
+
+    def _apply_vae(self, loaded: LoadedModel, vae: str | None) -> None:
+        wanted = None if vae in AUTOMATIC_VAE or vae is None else vae
+        if wanted is None and vae in (None, "Automatic"):
+            beside = _vae_beside(loaded.entry.path)
+            if beside is not None:
+                wanted = str(beside)
+        if wanted == loaded.vae_name:
+            return
+        if wanted is None:
+            loaded.components.vae = loaded.own_vae
+            loaded.vae_name = None
+            return
+        if Path(wanted).is_absolute():
+            path, label = Path(wanted), Path(wanted).name
+        else:
+            entry = self.find(wanted, "vae")
+            path, label = entry.path, entry.name
+        from .loader import build_vae
+
+        device, dtype = self.device_and_dtype()
+        config = dict(loaded.own_vae.config)
+        override = build_vae(open_tensor_file(path), config, label, dtype, device)
+        loaded.components.vae = override
+        loaded.vae_name = label
+        loaded.extra["vae_hash"] = self.hashes.short(path)
+        log.info("VAE %s applied to %s", label, loaded.entry.name)
+
+
+def _relative(path: Path, folder: Path) -> str:
+    return path.relative_to(folder).as_posix()
+
+
+def _vae_beside(checkpoint: Path) -> Path | None:
+    if checkpoint.is_dir():
+        return None
+    for suffix in (".vae.safetensors", ".vae.pt", ".vae.ckpt"):
+        candidate = checkpoint.with_name(checkpoint.name.rsplit(".", 1)[0] + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _probe_diffusers_folder(folder: Path) -> CheckpointInfo:
+    import json
+
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        scheduler_file = folder / "scheduler" / "scheduler_config.json"
+        scheduler = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else {}
+        vae_file = folder / "vae" / "config.json"
+        vae = json.loads(vae_file.read_text()) if vae_file.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"{folder.name}: unreadable diffusers folder ({e})") from None
+    context = unet.get("cross_attention_dim", 0)
+    context = context[0] if isinstance(context, list) else context
+    family = {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(context)
+    if family is None:
+        text = folder / "text_encoder" / "config.json"
+        act = json.loads(text.read_text()).get("hidden_act") if text.is_file() else None
+        family = "sd2" if act == "gelu" else "sd1"
+    in_channels = unet.get("in_channels", 4)
+    variant = {9: "inpaint", 5: "depth"}.get(in_channels, "normal")
+    prediction = "v_prediction" if scheduler.get("prediction_type") == "v_prediction" else "epsilon"
+    scale = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+    return CheckpointInfo(family, variant, prediction, in_channels, context, unet.get("sample_size", 64) * scale,
+                          scale)
