@@ -1,0 +1,36 @@
+"""The one application object: settings, model manager, engine, outputs and the generation queue.
+Everything that lives for the whole process hangs here; nothing else is global."""
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    def __init__(self, settings: Settings):
+        from .engine import Engine
+        from .model_manager import ModelManager
+        from .outputs import OutputWriter
+
+        self.settings = settings
+        if settings.threads:
+            import torch
+
+            torch.set_num_threads(settings.threads)
+        self.models = ModelManager(settings.paths, settings.cache_dir, device=settings.device,
+                                   precision=settings.precision,
+                                   attention="xformers" if settings.xformers else "sdpa",
+                                   max_models=settings.max_models)
+        self.outputs = OutputWriter(settings.outputs_dir)
+        self.engine = Engine(self.models, self.outputs)
+
+    @cached_property
+    def queue(self):
+        """The single worker that owns the device; UI and API submit jobs here."""
+        from .engine import GenerationQueue
+
+        return GenerationQueue(lambda job: self.engine.generate(job.request, job))

@@ -1,0 +1,192 @@
+"""Command line: ``python app.py [generate|models|samplers|pnginfo] ...``.
+
+User mistakes (bad values, unknown models, unreadable files) print one ``error: ...`` line and exit
+with status 2; with ``--json`` stdout carries exactly one JSON document.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import add_arguments, load_settings
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="app.py", description="Self-hosted Stable Diffusion: web UI, API and CLI.")
+    add_arguments(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gen = sub.add_parser("generate", help="make images (txt2img, img2img, inpainting)")
+    add_arguments(gen, suppress=True)
+    gen.add_argument("--prompt", default="")
+    gen.add_argument("--prompts-file", type=Path, help="one prompt per line (A1111's prompts from file)")
+    gen.add_argument("--negative-prompt", default="")
+    gen.add_argument("--model", help="checkpoint title, name or short hash (default: first found)")
+    gen.add_argument("--vae", help="VAE file in the VAE folder, 'Automatic' or 'None'")
+    gen.add_argument("--sampler", default="DPM++ 2M")
+    gen.add_argument("--schedule", default="Automatic", help="schedule type: Automatic, Uniform, Karras, ...")
+    gen.add_argument("--steps", type=int, default=20)
+    gen.add_argument("--cfg-scale", type=float, default=7.0)
+    gen.add_argument("--seed", type=int, default=-1)
+    gen.add_argument("--subseed", type=int, default=-1, help="variation seed")
+    gen.add_argument("--subseed-strength", type=float, default=0.0, help="variation strength 0-1")
+    gen.add_argument("--width", type=int, help="default: the model's native size")
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--batch-size", type=int, default=1)
+    gen.add_argument("--n-iter", type=int, default=1, help="batch count")
+    gen.add_argument("--clip-skip", type=int, default=1)
+    gen.add_argument("--init-image", type=Path, help="image for img2img / inpainting")
+    gen.add_argument("--denoising-strength", type=float, default=0.75)
+    gen.add_argument("--resize-mode", type=int, default=0, help="0 just resize, 1 crop, 2 fill, 3 latent")
+    gen.add_argument("--mask", type=Path, help="inpainting mask (white = repaint)")
+    gen.add_argument("--mask-blur", type=int, default=4)
+    gen.add_argument("--inpainting-fill", type=int, default=1, help="0 fill, 1 original, 2 latent noise, 3 latent nothing")
+    gen.add_argument("--inpaint-full-res", action="store_true", help="inpaint area: only masked")
+    gen.add_argument("--inpaint-full-res-padding", type=int, default=32)
+    gen.add_argument("--inpainting-mask-invert", action="store_true")
+    gen.add_argument("--format", dest="output_format", default=None, help="png (default), jpg or webp")
+    gen.add_argument("--json", action="store_true", help="print one JSON document")
+
+    models = sub.add_parser("models", help="list model files with their probed architecture")
+    add_arguments(models, suppress=True)
+    models.add_argument("--json", action="store_true")
+
+    samplers = sub.add_parser("samplers", help="list samplers and schedule types")
+    add_arguments(samplers, suppress=True)
+    samplers.add_argument("--json", action="store_true")
+
+    pnginfo = sub.add_parser("pnginfo", help="show the generation parameters stored in an image")
+    add_arguments(pnginfo, suppress=True)
+    pnginfo.add_argument("file", type=Path)
+    pnginfo.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.command is None:
+        from .server import serve  # the web UI
+
+        return serve(load_settings(args))
+    handler = {"generate": cmd_generate, "models": cmd_models, "samplers": cmd_samplers, "pnginfo": cmd_pnginfo}
+    try:
+        return handler[args.command](args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _emit(args, document: Any, text: str) -> None:
+    if getattr(args, "json", False):
+        json.dump(document, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(text)
+
+
+def _open_image(path: Path, what: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except FileNotFoundError:
+        raise UserError(f"{what}: no such file {path}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{what}: {path} is not a readable image ({e})") from None
+
+
+def cmd_generate(args) -> int:
+    from .application import App
+    from .engine import GenerationRequest, RequestError
+    from .engine.samplers import UnknownSampler
+    from .model_manager import ModelFileError, ModelNotFound
+
+    settings = load_settings(args)
+    if args.prompts_file:
+        try:
+            prompts = [line.strip() for line in args.prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except OSError as e:
+            raise UserError(f"--prompts-file: {e}") from None
+        if not prompts:
+            raise UserError(f"--prompts-file: {args.prompts_file} has no prompts")
+    else:
+        prompts = [args.prompt]
+    init_image = _open_image(args.init_image, "--init-image") if args.init_image else None
+    mask = _open_image(args.mask, "--mask") if args.mask else None
+    base = dict(negative_prompt=args.negative_prompt, model=args.model, vae=args.vae, sampler=args.sampler,
+                schedule=args.schedule, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
+                subseed=args.subseed, subseed_strength=args.subseed_strength, width=args.width, height=args.height,
+                batch_size=args.batch_size, n_iter=args.n_iter, clip_skip=args.clip_skip, init_image=init_image,
+                denoising_strength=args.denoising_strength, resize_mode=args.resize_mode, mask=mask,
+                mask_blur=args.mask_blur, inpainting_fill=args.inpainting_fill,
+                inpaint_full_res=args.inpaint_full_res, inpaint_full_res_padding=args.inpaint_full_res_padding,
+                inpainting_mask_invert=args.inpainting_mask_invert,
+                output_format=args.output_format or settings.samples_format)
+    try:
+        requests = [GenerationRequest(prompt=p, **base).validated() for p in prompts]
+        app = App(settings)
+        images, seeds, infotexts = [], [], []
+        for request in requests:
+            result = app.engine.generate(request)
+            images += result.paths
+            seeds += result.seeds
+            infotexts += result.infotexts
+            if not args.json:
+                for path in result.paths:
+                    print(path)
+    except (RequestError, ModelNotFound, ModelFileError, UnknownSampler) as e:
+        raise UserError(str(e)) from None
+    if args.json:
+        _emit(args, {"images": images, "seeds": seeds, "infotexts": infotexts}, "")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .model_manager import ModelManager
+
+    settings = load_settings(args)
+    manager = ModelManager(settings.paths, settings.cache_dir)
+    records = [manager.describe(entry) for entry in manager.all_models()]
+    lines = []
+    for r in records:
+        arch = " ".join(str(r[k]) for k in ("family", "variant", "prediction") if k in r)
+        problem = f"  ! {r['error']}" if "error" in r else ""
+        lines.append(f"{r['kind']:<10} {r.get('hash', '?'):<10} {arch:<28} {r['name']}{problem}")
+    _emit(args, {"models": records}, "\n".join(lines) or f"no models found under {settings.models_dir}")
+    return 0
+
+
+def cmd_samplers(args) -> int:
+    from .engine.samplers import SCHEDULES, sampler_table
+
+    table = sampler_table()
+    schedules = [{"name": s.name, "label": s.label, "aliases": list(s.aliases)} for s in SCHEDULES.values()]
+    lines = [f"{s['name']:<14} {'default ' + s['default_schedule'] + '; ' + ', '.join(s['schedules']) if s['available'] else 'unavailable: ' + s['unavailable_reason']}"
+             for s in table]
+    _emit(args, {"samplers": table, "schedules": schedules}, "\n".join(lines))
+    return 0
+
+
+def cmd_pnginfo(args) -> int:
+    from .engine import infotext
+
+    image = _open_image(args.file, "pnginfo")
+    text = infotext.read_image_parameters(image)
+    if not text:
+        raise UserError(f"{args.file}: no generation parameters stored in this image")
+    _emit(args, {"parameters": text, "fields": infotext.parse(text)}, text)
+    return 0
