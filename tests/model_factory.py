@@ -18,7 +18,8 @@ CONTEXT = 32
 TOKENIZER = Path(__file__).resolve().parents[1] / "webui" / "configs" / "clip_tokenizer"
 
 
-def tiny_components(family: str = "sd1", variant: str = "normal", seed: int = 0, vae_levels: int = 2):
+def tiny_components(family: str = "sd1", variant: str = "normal", seed: int = 0, vae_levels: int = 2,
+                    output_gain: float = 50.0):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -37,16 +38,16 @@ def tiny_components(family: str = "sd1", variant: str = "normal", seed: int = 0,
         hidden_size=CONTEXT, intermediate_size=64, num_attention_heads=1, num_hidden_layers=2, vocab_size=49408,
         max_position_embeddings=77, hidden_act="quick_gelu" if family == "sd1" else "gelu",
         bos_token_id=49406, eos_token_id=49407, pad_token_id=49407 if family == "sd1" else 0))
-    # Random init gives near-zero outputs; scale up so different inputs give visibly different images.
+    # Random init predicts almost no noise; a gain makes different inputs give visibly different images.
     with torch.no_grad():
         for p in unet.conv_out.parameters():
-            p.mul_(50)
+            p.mul_(output_gain)
     return unet.eval(), vae.eval(), text_encoder.eval()
 
 
 def write_checkpoint(path: Path, family: str = "sd1", variant: str = "normal", seed: int = 0, with_yaml: bool = False,
-                     prediction: str = "epsilon", dtype=torch.float16) -> Path:
-    unet, vae, text_encoder = tiny_components(family, variant, seed)
+                     prediction: str = "epsilon", dtype=torch.float16, output_gain: float = 50.0) -> Path:
+    unet, vae, text_encoder = tiny_components(family, variant, seed, output_gain=output_gain)
     state = {k: v.to(dtype) for k, v in diffusers_to_ldm(unet=unet, vae=vae, text_encoder=text_encoder,
                                                          family=family).items()}
     path.parent.mkdir(parents=True, exist_ok=True)

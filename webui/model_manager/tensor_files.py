@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -122,7 +123,9 @@ class PickledFile:
             raise ModelFileError(f"{self.path.name}: file is empty")
         try:
             mmap = zipfile.is_zipfile(self.path)
-            state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=mmap)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": we refuse or load, quietly
+                state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as e:
             reason = str(e).split("\n")[0]
             if "Weights only load failed" in reason or "Unsupported global" in str(e) or "GLOBAL" in str(e):
