@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 from .ldm_layout import UNET_PREFIX, VAE_PREFIX, LayoutError, Source, from_file_tensor, text_encoder_source, \
     unet_source, vae_source
-from .tensor_files import ModelFileError, SafetensorsFile, PickledFile
+from .probe import CONFIGS_DIR, SD_SCHEDULER
+from .tensor_files import ModelFileError, PickledFile, SafetensorsFile
 
 log = logging.getLogger(__name__)
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass
@@ -143,8 +143,6 @@ def load_diffusers_folder(folder: Path, dtype, device) -> Components:
     family = "sd2" if text_encoder.config.hidden_act == "gelu" else "sd1"
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
     scheduler = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else {}
-    from .probe import SD_SCHEDULER
-
     scheduler = {**SD_SCHEDULER, **{k: v for k, v in scheduler.items() if not k.startswith("_")}}
     tokenizer_folder = folder / "tokenizer"
     if (tokenizer_folder / "vocab.json").is_file() or (tokenizer_folder / "tokenizer.json").is_file():

@@ -21,6 +21,7 @@ Family = Literal["sd1", "sd2", "sdxl", "unknown"]
 Variant = Literal["normal", "inpaint", "depth"]
 Prediction = Literal["epsilon", "v_prediction"]
 
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 SD_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                 "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
                 "steps_offset": 1, "prediction_type": "epsilon", "timestep_spacing": "leading"}
@@ -126,11 +127,15 @@ def derive_configs(tensors: SafetensorsFile | PickledFile, info: CheckpointInfo)
     yaml_doc = info.configs.get("yaml", {})
     override = yaml_doc.get("diffusers") or {}
     ldm_params = ((yaml_doc.get("model") or {}).get("params") or {})
-    unet = _unet_config(tensors, keys, info, (ldm_params.get("unet_config") or {}).get("params") or {})
+    family = family_configs(info.family)
+    unet = _unet_config(tensors, keys, info, (ldm_params.get("unet_config") or {}).get("params") or {},
+                        family.get("unet", {}))
     vae = _vae_config(tensors, keys, ldm_params)
-    text = _text_config(tensors, keys, info.family)
+    text = _text_config(tensors, keys, info.family, family.get("text_encoder", {}))
     scheduler = dict(SD_SCHEDULER, prediction_type=info.prediction)
-    configs = {"unet": unet, "vae": vae, "text_encoder": text, "scheduler": scheduler}
+    # What the shapes tell wins; the family's published config fills in what they cannot.
+    configs = {"unet": {**family.get("unet", {}), **unet}, "vae": {**family.get("vae", {}), **vae},
+               "text_encoder": {**family.get("text_encoder", {}), **text}, "scheduler": scheduler}
     for name in configs:
         if isinstance(override.get(name), dict):
             configs[name] = {**configs[name], **override[name]}
@@ -138,7 +143,23 @@ def derive_configs(tensors: SafetensorsFile | PickledFile, info: CheckpointInfo)
     return configs
 
 
-def _unet_config(tensors, keys: list[str], info: CheckpointInfo, ldm_unet: dict[str, Any]) -> dict[str, Any]:
+def family_configs(family: str) -> dict[str, dict[str, Any]]:
+    """The published configs shipped in ``webui/configs/<family>/`` (see tools/make_family_configs.py)."""
+    import json
+
+    folder = CONFIGS_DIR / family
+    files = {"unet": "unet/config.json", "vae": "vae/config.json", "text_encoder": "text_encoder/config.json"}
+    out: dict[str, dict[str, Any]] = {}
+    for name, relative in files.items():
+        path = folder / relative
+        if path.is_file():
+            out[name] = {k: v for k, v in json.loads(path.read_text()).items()
+                         if not k.startswith("_") and k not in ("architectures", "model_type")}
+    return out
+
+
+def _unet_config(tensors, keys: list[str], info: CheckpointInfo, ldm_unet: dict[str, Any],
+                 family: dict[str, Any]) -> dict[str, Any]:
     p = UNET_PREFIX
     model_channels, in_channels = tensors.info(p + "input_blocks.0.0.weight").shape[:2]
     blocks = _indices(keys, re.escape(p) + r"input_blocks\.(\d+)\.")
@@ -164,6 +185,8 @@ def _unet_config(tensors, keys: list[str], info: CheckpointInfo, ldm_unet: dict[
         heads: Any = [max(1, c // int(ldm_unet["num_head_channels"])) for c in channels]
     elif "num_heads" in ldm_unet and int(ldm_unet["num_heads"]) > 0:
         heads = int(ldm_unet["num_heads"])
+    elif family.get("block_out_channels") == channels:
+        heads = family["attention_head_dim"]
     elif info.family == "sd2" and all(c % 64 == 0 for c in channels):
         heads = [c // 64 for c in channels]  # SD 2.x: 64 channels per head
     else:
@@ -215,7 +238,7 @@ def _vae_config(tensors, keys: list[str], ldm_params: dict[str, Any]) -> dict[st
     }
 
 
-def _text_config(tensors, keys: list[str], family: str) -> dict[str, Any]:
+def _text_config(tensors, keys: list[str], family: str, published: dict[str, Any]) -> dict[str, Any]:
     if family == "sd2":
         p = OPENCLIP_PREFIX
         vocab, width = tensors.info(p + "token_embedding.weight").shape
@@ -231,7 +254,11 @@ def _text_config(tensors, keys: list[str], family: str) -> dict[str, Any]:
         layers = len(_indices(keys, re.escape(p) + r"encoder\.layers\.(\d+)\."))
         intermediate = tensors.info(p + "encoder.layers.0.mlp.fc1.weight").shape[0]
         act, pad = "quick_gelu", 49407
+    if published.get("hidden_size") == width:
+        heads = published["num_attention_heads"]
+    else:
+        heads = width // 64 if width % 64 == 0 else 1
     return {"vocab_size": vocab, "hidden_size": width, "intermediate_size": intermediate,
-            "num_hidden_layers": layers, "num_attention_heads": max(1, width // 64) if width % 64 == 0 else 1,
+            "num_hidden_layers": layers, "num_attention_heads": heads,
             "max_position_embeddings": positions, "hidden_act": act, "projection_dim": width,
             "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": pad}
