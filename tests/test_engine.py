@@ -236,3 +236,40 @@ def test_saved_outputs_are_numbered_with_infotext_and_no_temp_files(app, base_re
     from pathlib import Path
 
     assert not [p for p in Path(result.paths[0]).parent.iterdir() if p.name.startswith(".")]
+
+
+def test_vae_beside_checkpoint_is_automatic_and_vae_names_cannot_escape(app, base_request, models_dir, tmp_path):
+    from webui.application import App
+    from webui.config import Settings
+    from webui.model_manager import ModelNotFound
+
+    root = tmp_path / "models"
+    (root / "Stable-diffusion").mkdir(parents=True)
+    for name in ("tiny-sd1.safetensors",):
+        (root / "Stable-diffusion" / name).write_bytes((models_dir / "Stable-diffusion" / name).read_bytes())
+    (root / "Stable-diffusion" / "tiny-sd1.vae.safetensors").write_bytes(
+        (models_dir / "VAE" / "tiny-vae.safetensors").read_bytes())
+    local = App(Settings(models_dir=root, outputs_dir=tmp_path / "out", cache_dir=tmp_path / "cache",
+                         config_file=tmp_path / "none.yaml"))
+    automatic = local.engine.generate(base_request)
+    own = local.engine.generate(base_request.with_changes(vae="None"))
+    assert "VAE: tiny-sd1.vae," in automatic.infotexts[0] and "VAE:" not in own.infotexts[0]
+    assert mean_diff(automatic.images[0], own.images[0]) > 3
+    for trick in ("/etc/passwd", "../Stable-diffusion/tiny-sd1.safetensors"):
+        with pytest.raises(ModelNotFound):
+            local.engine.generate(base_request.with_changes(vae=trick))
+
+
+def test_live_preview_and_skip(app, base_request):
+    previews = []
+
+    def on_step(job):
+        if job.progress.preview is not None:
+            previews.append(job.progress.preview)
+        if job.progress.image_index == 0 and job.progress.step == 1:
+            job.skip()
+
+    job = Job(base_request, on_step=on_step, preview_every=1)
+    result = app.engine.generate(base_request.with_changes(steps=3, n_iter=2), job)
+    assert previews and previews[0].size == (32, 32)  # latent-sized RGB approximation
+    assert len(result.images) == 2 and not result.interrupted  # skip ends one batch, the next still runs

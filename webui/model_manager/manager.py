@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 Kind = Literal["checkpoint", "vae", "lora", "embedding", "depth"]
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "Stable-diffusion" / "demo-shapes.safetensors"
 MODEL_SUFFIXES = SAFETENSORS_SUFFIXES + (".ckpt",)
-AUTOMATIC_VAE = ("Automatic", "None", "")
 
 
 class ModelNotFound(ValueError):
@@ -262,27 +261,26 @@ class ModelManager:
             self.unload(path)
 
     def _apply_vae(self, loaded: LoadedModel, vae: str | None) -> None:
-        wanted = None if vae in AUTOMATIC_VAE or vae is None else vae
-        if wanted is None and vae in (None, "Automatic"):
-            beside = _vae_beside(loaded.entry.path)
-            if beside is not None:
-                wanted = str(beside)
-        if wanted == loaded.vae_name:
+        """None/"Automatic": a NAME.vae.* beside the checkpoint, else its own; "None": its own;
+        anything else: a file from the VAE folder."""
+        if vae in (None, "Automatic"):
+            path = _vae_beside(loaded.entry.path)
+            label = path.name if path else None
+        elif vae in ("None", ""):
+            path = label = None
+        else:
+            entry = self.find(vae, "vae")
+            path, label = entry.path, entry.name
+        if label == loaded.vae_name:
             return
-        if wanted is None:
+        if path is None:
             loaded.components.vae = loaded.own_vae
             loaded.vae_name = None
             return
-        if Path(wanted).is_absolute():
-            path, label = Path(wanted), Path(wanted).name
-        else:
-            entry = self.find(wanted, "vae")
-            path, label = entry.path, entry.name
         from .loader import build_vae
 
         device, dtype = self.device_and_dtype()
-        config = dict(loaded.own_vae.config)
-        override = build_vae(open_tensor_file(path), config, label, dtype, device)
+        override = build_vae(open_tensor_file(path), dict(loaded.own_vae.config), label, dtype, device)
         loaded.components.vae = override
         loaded.vae_name = label
         loaded.extra["vae_hash"] = self.hashes.short(path)
