@@ -37,9 +37,22 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 install_requirements requirements.txt
 
+# Browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
+install_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "launch.sh: installing Debian's chromium for the browser tests ..." >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
+      { echo "launch.sh: could not install chromium" >&2; exit 1; }
+  else
+    echo "launch.sh: chromium is missing (apt-get install chromium); browser tests will be skipped" >&2
+  fi
+}
+
 if [ "${1:-}" = "--test" ]; then
   shift
   install_requirements requirements-test.txt
+  install_chromium
   export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error DIFFUSERS_VERBOSITY=error GRADIO_ANALYTICS_ENABLED=False
   set +e
   "$VENV/bin/python" -m pytest -q tests "$@"

@@ -273,3 +273,10 @@ def test_live_preview_and_skip(app, base_request):
     result = app.engine.generate(base_request.with_changes(steps=3, n_iter=2), job)
     assert previews and previews[0].size == (32, 32)  # latent-sized RGB approximation
     assert len(result.images) == 2 and not result.interrupted  # skip ends one batch, the next still runs
+
+
+@pytest.mark.parametrize("model", ["inpainting/tiny-sd1-inpainting.ckpt", "tiny-sd2-inpainting"])
+def test_inpainting_models_also_do_txt2img_and_img2img(app, base_request, model):
+    txt = app.engine.generate(base_request.with_changes(model=model))
+    img = app.engine.generate(base_request.with_changes(model=model, init_image=txt.images[0], denoising_strength=0.5))
+    assert pixels(txt.images[0]).std() > 1 and img.images[0].size == (64, 64)

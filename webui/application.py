@@ -14,9 +14,11 @@ class App:
     def __init__(self, settings: Settings):
         from .engine import Engine
         from .model_manager import ModelManager
+        from .options import OptionsStore
         from .outputs import OutputWriter
 
         self.settings = settings
+        self.options_store = OptionsStore(settings.config_file)
         if settings.threads:
             import torch
 
@@ -27,6 +29,10 @@ class App:
                                    max_models=settings.max_models)
         self.outputs = OutputWriter(settings.outputs_dir)
         self.engine = Engine(self.models, self.outputs)
+
+    @property
+    def options(self):
+        return self.options_store.options
 
     @cached_property
     def queue(self):

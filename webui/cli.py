@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import add_arguments, load_settings
+from .config import add_arguments, add_server_arguments, load_settings
 
 EXIT_USER_ERROR = 2
 
@@ -24,6 +24,7 @@ class UserError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="app.py", description="Self-hosted Stable Diffusion: web UI, API and CLI.")
     add_arguments(parser)
+    add_server_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     gen = sub.add_parser("generate", help="make images (txt2img, img2img, inpainting)")
@@ -76,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "urllib3", "gradio", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command is None:
         from .server import serve  # the web UI
 

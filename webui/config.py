@@ -32,6 +32,7 @@ class Settings:
     port: int | None = None
     share: bool = False
     gradio_auth: str | None = None
+    gradio_auth_path: Path | None = None
 
     @property
     def paths(self):
@@ -47,7 +48,7 @@ class Settings:
 
 
 PATH_FLAGS = ("models_dir", "ckpt_dir", "vae_dir", "lora_dir", "embeddings_dir", "depth_dir", "outputs_dir",
-              "cache_dir", "config_file")
+              "cache_dir", "config_file", "gradio_auth_path")
 
 
 def add_arguments(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
@@ -63,11 +64,21 @@ def add_arguments(parser: argparse.ArgumentParser, suppress: bool = False) -> No
     group.add_argument("--depth-dir", type=Path, default=default, help="depth estimators (default MODELS/depth)")
     group.add_argument("--outputs-dir", type=Path, default=default, help="where images are saved (default outputs/)")
     group.add_argument("--config-file", type=Path, default=default, help="settings file (default config.yaml)")
+    group.add_argument("--cache-dir", type=Path, default=default, help="hash cache etc. (default .cache/)")
     group.add_argument("--device", default=default, help="auto, cpu, cuda, cuda:N or mps")
     group.add_argument("--precision", choices=("auto", "full", "half"), default=default,
                        help="weights dtype: auto = fp16 on GPUs, fp32 on CPU")
     group.add_argument("--xformers", action="store_true", default=default, help="use xformers attention (CUDA)")
     group.add_argument("--threads", type=int, default=default, help="CPU threads for torch (0 = default)")
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("web UI server")
+    group.add_argument("--listen", action="store_true", default=None, help="serve on 0.0.0.0 (default 127.0.0.1 only)")
+    group.add_argument("--port", type=int, default=None, help="port (default 7860)")
+    group.add_argument("--share", action="store_true", default=None, help="create a public Gradio share link")
+    group.add_argument("--gradio-auth", default=None, metavar="USER:PASS[,USER2:PASS2]", help="require a login")
+    group.add_argument("--gradio-auth-path", type=Path, default=None, help="file with user:pass entries")
 
 
 def load_settings(args: argparse.Namespace) -> Settings:

@@ -211,13 +211,17 @@ class Engine:
         components = loaded.components
         scheduler.set_timesteps(request.steps, device=device)
         batch = noise.shape[0]
+        extra = None
+        if loaded.info.variant == "inpaint":
+            extra = self._inpainting_channels(components, prepared, noise.shape[-2:], device, dtype)
+            extra = extra.repeat(batch, 1, 1, 1)
         if prepared.init_image is None:
             latents = noise.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
-            return Start(latents, scheduler.timesteps, extra_channels=None)
+            return Start(latents, scheduler.timesteps, extra_channels=extra)
 
         init = self._encode(components, prepared.init_image, device, dtype).repeat(batch, 1, 1, 1)
         noise = noise.to(device=device, dtype=dtype)
-        start = Start(None, None, init_latents=init)
+        start = Start(None, None, init_latents=init, extra_channels=extra)
         if prepared.mask is not None:
             latent_mask = torch.from_numpy(_mask_array(prepared.mask, init.shape[-1], init.shape[-2]))
             start.latent_mask = latent_mask.to(device=device, dtype=dtype)[None, None].round()
@@ -227,13 +231,6 @@ class Engine:
             elif request.inpainting_fill == 3:
                 start.init_latents = init * (1 - m)
             if loaded.info.variant == "inpaint":
-                binary = torch.from_numpy(_mask_array(prepared.mask, *prepared.init_image.size)).round()
-                masked_pixels = to_tensor(prepared.init_image) * (1 - binary)[None, None]
-                masked_image = pixels_to_latents(components, masked_pixels.to(device=device, dtype=dtype))
-                channel_mask = torch.nn.functional.interpolate(
-                    torch.from_numpy(_mask_array(prepared.mask, *prepared.init_image.size))[None, None],
-                    size=init.shape[-2:]).to(device=device, dtype=dtype)
-                start.extra_channels = torch.cat([channel_mask, masked_image], dim=1).repeat(batch, 1, 1, 1)
                 start.latent_mask = None  # the model itself sees the mask; no blending
         order = getattr(scheduler, "order", 1)
         run = int(min(request.denoising_strength, 0.999) * request.steps)
@@ -247,6 +244,22 @@ class Engine:
         start.latents = scheduler.add_noise(start.init_latents, noise, timesteps[:1].repeat(batch))
         start.timesteps = timesteps
         return start
+
+    def _inpainting_channels(self, components, prepared: Prepared, latent_size, device, dtype):
+        """A 9-channel model's extra input: the mask (1 = repaint) and the latents of the image with the
+        masked part blanked. Without a mask (txt2img, img2img) everything is "to repaint", as in A1111."""
+        import torch
+
+        height, width = prepared.height, prepared.width
+        if prepared.init_image is not None and prepared.mask is not None:
+            mask = torch.from_numpy(_mask_array(prepared.mask, width, height)).round()
+            pixels = to_tensor(prepared.init_image) * (1 - mask)[None, None]
+        else:
+            mask = torch.ones(height, width)
+            pixels = torch.zeros(1, 3, height, width)
+        masked_image = pixels_to_latents(components, pixels.to(device=device, dtype=dtype))
+        channel_mask = torch.nn.functional.interpolate(mask[None, None], size=tuple(latent_size))
+        return torch.cat([channel_mask.to(device=device, dtype=dtype), masked_image], dim=1)
 
     def _sample(self, request, loaded, prepared, sampler, schedule, seeds, subseeds, cond, uncond, job: Job,
                 device, dtype):
@@ -291,7 +304,7 @@ class Engine:
                 latents = known * (1 - start.latent_mask) + latents * start.latent_mask
             job.report(i + 1, total)
             if job.preview_every and (i + 1) % job.preview_every == 0:
-                job.progress.preview = self.preview(loaded, latents)
+                job.progress.preview = self.preview(loaded, latents, job.preview_full)
         return latents
 
     def _decode(self, components, latents) -> list:
@@ -302,10 +315,13 @@ class Engine:
             images.extend(to_images(pixels))
         return images
 
-    def preview(self, loaded, latents):
-        """A cheap preview: a linear latent -> RGB map fitted once per model from a few colours."""
+    def preview(self, loaded, latents, full: bool = False):
+        """The first image of the batch so far: a full VAE decode, or (default) a cheap linear
+        latent -> RGB map fitted once per model from a few colours."""
         import torch
 
+        if full:
+            return self._decode(loaded.components, latents[:1])[0]
         matrix = loaded.extra.get("preview_matrix")
         if matrix is None:
             matrix = fit_preview_matrix(loaded.components)

@@ -37,6 +37,7 @@ class Job:
     interrupted: bool = False
     skipped: bool = False
     preview_every: int = 0  # steps; 0 = no previews
+    preview_full: bool = False  # full VAE decode instead of the cheap linear approximation
     on_step: Callable[["Job"], None] | None = None
     result: Any = None
     error: BaseException | None = None

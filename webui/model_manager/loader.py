@@ -57,15 +57,20 @@ def fill_module(module, tensors: SafetensorsFile | PickledFile, locate: Callable
     state: dict[str, Any] = {}
     used: set[str] = set()
     missing: list[str] = []
-    for name, target in expected.items():
+    sources: dict[str, Source] = {}
+    for name in expected:
         try:
-            source = locate(name)
+            sources[name] = locate(name)
         except LayoutError as e:
             raise ModelFileError(f"{file_name}: {e}") from None
+    present = [s.key for s in sources.values() if s.key in tensors]
+    scratch = bytearray(max((tensors.nbytes(k) for k in present), default=0))
+    for name, target in expected.items():
+        source = sources[name]
         if source.key not in tensors:
             missing.append(source.key)
             continue
-        tensor = from_file_tensor(tensors.read(source.key), source)
+        tensor = from_file_tensor(tensors.read(source.key, scratch), source)
         if tuple(tensor.shape) != tuple(target.shape):
             raise ModelFileError(f"{file_name}: {component} tensor {source.key} has shape {list(tensor.shape)}, "
                                  f"the model config expects {list(target.shape)}")

@@ -10,6 +10,7 @@ import gc
 import logging
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -218,16 +219,20 @@ class ModelManager:
             self.unload(next(iter(self._resident)))
         device, dtype = self.device_and_dtype()
         started = time.perf_counter()
-        if entry.path.is_dir():
-            components = load_diffusers_folder(entry.path, dtype, device)
-        else:
-            tensors = open_tensor_file(entry.path)
-            configs = derive_configs(tensors, info)
-            components = build_components(tensors, configs, info.family, entry.name, dtype, device)
-            del tensors
+        # Hash while loading: hashlib releases the GIL, so the two overlap on separate cores.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            hashing = pool.submit(self.short_hash, entry)
+            if entry.path.is_dir():
+                components = load_diffusers_folder(entry.path, dtype, device)
+            else:
+                tensors = open_tensor_file(entry.path)
+                configs = derive_configs(tensors, info)
+                components = build_components(tensors, configs, info.family, entry.name, dtype, device)
+                del tensors
+            short_hash = hashing.result()
         if self.attention == "xformers":
             self._enable_xformers(components, device)
-        loaded = LoadedModel(entry, info, self.short_hash(entry), components, components.vae)
+        loaded = LoadedModel(entry, info, short_hash, components, components.vae)
         self._resident[entry.path] = loaded
         log.info("loaded %s (%s %s, %s) in %.1f s on %s %s", entry.name, info.family, info.variant,
                  info.prediction, time.perf_counter() - started, device, str(dtype).removeprefix("torch."))

@@ -89,24 +89,35 @@ class SafetensorsFile:
         dtype, shape, _, _ = self._entries[key]
         return TensorInfo(_DTYPES[dtype], shape)
 
-    def read(self, key: str):
-        """One tensor, in its stored dtype, in memory of its own (no mapping of the file)."""
+    def nbytes(self, key: str) -> int:
+        _, _, begin, end = self._entries[key]
+        return end - begin
+
+    def read(self, key: str, scratch: bytearray | None = None):
+        """One tensor in its stored dtype, read with plain file reads (no mapping of the file).
+
+        With ``scratch`` (at least ``nbytes(key)`` long) the tensor is a view of that buffer, valid
+        until the next read into it: loading reuses one buffer instead of allocating per tensor,
+        which keeps the heap from fragmenting while the model's own tensors are allocated.
+        """
         import torch
 
         dtype, shape, begin, end = self._entries[key]
-        buffer = bytearray(end - begin)
+        size = end - begin
+        buffer = scratch if scratch is not None else bytearray(size)
+        view = memoryview(buffer)[:size]
         with open(self.path, "rb", buffering=0) as f:
             f.seek(self._data_start + begin)
-            view = memoryview(buffer)
             got = 0
-            while got < len(buffer):
+            while got < size:
                 n = f.readinto(view[got:])
                 if not n:
                     raise ModelFileError(f"{self.path.name}: file is truncated while reading {key!r}")
                 got += n
-        if not buffer:
-            return torch.empty(shape, dtype=getattr(torch, _DTYPES[dtype]))
-        return torch.frombuffer(buffer, dtype=getattr(torch, _DTYPES[dtype])).reshape(shape)
+        torch_dtype = getattr(torch, _DTYPES[dtype])
+        if not size:
+            return torch.empty(shape, dtype=torch_dtype)
+        return torch.frombuffer(buffer, dtype=torch_dtype, count=size // _ITEM_SIZE[dtype]).reshape(shape)
 
 
 class PickledFile:
@@ -153,7 +164,11 @@ class PickledFile:
         t = self._tensors[key]
         return TensorInfo(str(t.dtype).removeprefix("torch."), tuple(t.shape))
 
-    def read(self, key: str):
+    def nbytes(self, key: str) -> int:
+        t = self._tensors[key]
+        return t.numel() * t.element_size()
+
+    def read(self, key: str, scratch: bytearray | None = None):
         return self._tensors[key]
 
 

@@ -1,0 +1,241 @@
+"""The web UI in a real browser: Playwright drives Debian's chromium against the real app
+(a separate `python app.py` process on a free local port, tiny test models)."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(models_dir: Path, tmp: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = open(tmp / f"server-{port}.log", "w")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--models-dir", str(models_dir),
+                             "--outputs-dir", str(tmp / "outputs"), "--config-file", str(tmp / "config.yaml"),
+                             "--cache-dir", str(tmp / "cache"), "--threads", "1", "--port", str(port), *extra],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError((tmp / f"server-{port}.log").read_text())
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc, url
+        except OSError as e:
+            if getattr(e, "code", None) == 401:
+                return proc, url
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("server did not start: " + (tmp / f"server-{port}.log").read_text())
+
+
+@pytest.fixture(scope="module")
+def server(models_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ui")
+    # Only plain tiny models: the UI's default checkpoint is the first one found.
+    proc, url = start_server(models_dir, tmp)
+    yield url, tmp
+    proc.terminate()
+    proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    url, _ = server
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["clipboard-read"])
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_selector("#txt2img_prompt textarea")
+    yield page
+    context.close()
+
+
+def set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def choose(page, elem_id: str, value: str) -> None:
+    field = page.locator(f"#{elem_id} input").first
+    field.click()
+    field.fill(value)
+    page.locator("ul[role=listbox] li", has_text=value).first.click()
+
+
+def gallery_image(page, tab: str, index: int = 0) -> tuple[Image.Image, bytes]:
+    img = page.locator(f"#{tab}_gallery img").nth(index)
+    img.wait_for()
+    src = img.get_attribute("src")
+    data = page.request.get(src).body()
+    return Image.open(io.BytesIO(data)), data
+
+
+def small_settings(page, tab: str, seed: int, steps: int = 3) -> None:
+    set_number(page, f"{tab}_steps", steps)
+    set_number(page, f"{tab}_width", 64)
+    set_number(page, f"{tab}_height", 64)
+    page.locator(f"#{tab}_seed input").fill(str(seed))
+
+
+def test_txt2img_generates_an_image_that_carries_prompt_and_seed(page):
+    page.locator("#txt2img_prompt textarea").fill("a red circle at the top left")
+    # live token counter
+    page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.includes('7/75')")
+    small_settings(page, "txt2img", 4242)
+    page.locator("#txt2img_generate").click()
+    image, data = gallery_image(page, "txt2img")
+    assert image.size == (64, 64)
+    params = image.info.get("parameters", "")
+    assert params.startswith("a red circle at the top left\n") and "Seed: 4242," in params
+    page.wait_for_function("document.querySelector('#txt2img_status').innerText.includes('Done')")
+    assert "Seed: 4242" in page.locator("#html_info_txt2img textarea").input_value()
+
+
+def test_img2img_from_an_uploaded_file(page, tmp_path):
+    source = tmp_path / "source.png"
+    Image.new("RGB", (64, 64), (20, 200, 20)).save(source)
+    page.locator("#tab_img2img-button").click()
+    page.locator("#img2img_image input[type=file]").set_input_files(str(source))
+    page.locator("#img2img_prompt textarea").fill("a blue square")
+    small_settings(page, "img2img", 7)
+    set_number(page, "img2img_denoising_strength", 0.5)
+    page.locator("#img2img_generate").click()
+    image, _ = gallery_image(page, "img2img")
+    assert image.size == (64, 64)
+    assert "Denoising strength: 0.5" in image.info["parameters"]
+
+
+def test_inpaint_stroke_changes_only_the_painted_area(page, tmp_path):
+    source = tmp_path / "inpaint-source.png"
+    rng = np.random.default_rng(0)
+    original = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    original.save(source)
+    page.locator("#tab_inpaint-button").click()
+    page.locator("#inpaint_editor input[type=file]").first.set_input_files(str(source))
+    canvas = page.locator("#inpaint_editor canvas").first
+    canvas.wait_for()
+    time.sleep(1.0)
+    box = canvas.bounding_box()
+    # A short stroke across the middle of the picture.
+    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.5, steps=3)
+    page.mouse.up()
+    page.locator("#inpaint_prompt textarea").fill("a yellow triangle")
+    small_settings(page, "inpaint", 9)
+    set_number(page, "inpaint_mask_blur", 0)
+    set_number(page, "inpaint_denoising_strength", 1)
+    page.locator("#inpaint_generate").click()
+    image, _ = gallery_image(page, "inpaint")
+    out = np.asarray(image.convert("RGB"), dtype=np.int16)
+    src = np.asarray(original, dtype=np.int16)
+    corners = [(slice(0, 12), slice(0, 12)), (slice(52, 64), slice(52, 64)), (slice(0, 12), slice(52, 64))]
+    for rows, cols in corners:  # far from the stroke: exactly the original
+        assert np.array_equal(out[rows, cols], src[rows, cols])
+    assert np.abs(out[28:36, 28:36] - src[28:36, 28:36]).mean() > 3  # under the stroke: repainted
+
+
+def test_png_info_round_trip_fills_txt2img(page, server):
+    page.locator("#txt2img_prompt textarea").fill("a purple square, small")
+    small_settings(page, "txt2img", 3131, steps=2)
+    page.locator("#txt2img_generate").click()
+    _, data = gallery_image(page, "txt2img")
+    _, tmp = server
+    saved = tmp / "from-gallery.png"
+    saved.write_bytes(data)
+    page.locator("#txt2img_prompt textarea").fill("something else")
+    page.locator("#txt2img_seed input").fill("-1")
+    page.locator("#tab_pnginfo-button").click()
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(saved))
+    page.wait_for_function("document.querySelector('#pnginfo_text textarea').value.includes('Seed: 3131')")
+    page.locator("#pnginfo_send_to_txt2img").click()
+    page.wait_for_function(
+        "document.querySelector('#txt2img_prompt textarea').value === 'a purple square, small'")
+    assert page.locator("#txt2img_seed input").input_value() == "3131"
+    assert page.locator("#txt2img_steps input[type=number]").first.input_value() == "2"
+
+
+def test_interrupt_stops_a_long_run(page):
+    page.locator("#txt2img_prompt textarea").fill("a long run")
+    small_settings(page, "txt2img", 5, steps=150)  # 150 steps take half a minute or more here
+    set_number(page, "txt2img_width", 128)
+    set_number(page, "txt2img_height", 128)
+    page.locator("#txt2img_generate").click()
+    page.wait_for_function("document.querySelector('#txt2img_status').innerText.includes('Step 2/')")
+    started = time.time()
+    page.locator("#txt2img_interrupt").click()
+    page.wait_for_function("document.querySelector('#txt2img_status').innerText.includes('interrupted')",
+                           timeout=30_000)
+    assert time.time() - started < 30
+    assert "Step 150/150" not in page.locator("#txt2img_status").inner_text()
+
+
+def test_bad_input_shows_an_error_and_the_next_generation_works(page):
+    page.locator("#txt2img_prompt textarea").fill("a green circle")
+    small_settings(page, "txt2img", 1, steps=2)
+    choose(page, "txt2img_sampling", "Euler a")
+    choose(page, "txt2img_scheduler", "Karras")
+    page.locator("#txt2img_generate").click()
+    page.wait_for_selector("#txt2img_status .error-message")
+    assert "not available with Euler a" in page.locator("#txt2img_status").inner_text()
+    choose(page, "txt2img_scheduler", "Automatic")
+    page.locator("#txt2img_generate").click()
+    image, _ = gallery_image(page, "txt2img")
+    assert "Sampler: Euler a" in image.info["parameters"]
+
+
+def test_auth_blocks_an_unauthenticated_page_load(browser, models_dir, tmp_path):
+    proc, url = start_server(models_dir, tmp_path, "--gradio-auth", "artist:s3cret")
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector("input[type=password]", timeout=60_000)
+        assert page.locator("#txt2img_prompt").count() == 0
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(url + "/config", timeout=10)
+        assert error.value.code in (401, 403)
+        page.locator("input[type=text]").first.fill("artist")
+        page.locator("input[type=password]").fill("s3cret")
+        page.locator("button[type=submit], button:has-text('Login')").first.click()
+        page.wait_for_selector("#txt2img_prompt textarea", timeout=60_000)
+        context.close()
+    finally:
+        proc.terminate()
+        proc.wait(20)
