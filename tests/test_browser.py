@@ -150,19 +150,21 @@ def test_inpaint_stroke_changes_only_the_painted_area(page, tmp_path):
     page.locator("#inpaint_editor input[type=file]").first.set_input_files(str(source))
     canvas = page.locator("#inpaint_editor canvas").first
     canvas.wait_for()
-    time.sleep(1.0)
+    time.sleep(2.0)  # the editor draws the uploaded image asynchronously
     box = canvas.bounding_box()
     # A short stroke across the middle of the picture.
     page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.5, steps=3)
     page.mouse.up()
+    time.sleep(0.5)
     page.locator("#inpaint_prompt textarea").fill("a yellow triangle")
     small_settings(page, "inpaint", 9)
     set_number(page, "inpaint_mask_blur", 0)
     set_number(page, "inpaint_denoising_strength", 1)
     page.locator("#inpaint_generate").click()
     image, _ = gallery_image(page, "inpaint")
+    assert "Mask blur: 0" in image.info["parameters"]
     out = np.asarray(image.convert("RGB"), dtype=np.int16)
     src = np.asarray(original, dtype=np.int16)
     corners = [(slice(0, 12), slice(0, 12)), (slice(52, 64), slice(52, 64)), (slice(0, 12), slice(52, 64))]
