@@ -196,3 +196,20 @@ def test_switching_models_keeps_one_resident_and_memory_flat(manager):
     gc.collect()
     growth = rss_mb() - before
     assert growth < 25, f"RSS grew by {growth:.1f} MB across 10 switches (one model is ~20 MB)"
+
+
+def test_old_text_encoder_key_spelling_loads(tmp_path):
+    """Files written with old transformers keep the text encoder under cond_stage_model.transformer.*"""
+    from safetensors.torch import load_file, save_file
+
+    root = tmp_path / "models"
+    path = write_checkpoint(root / "Stable-diffusion" / "old.safetensors", "sd1")
+    state = {k.replace("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."): v
+             for k, v in load_file(str(path)).items()}
+    save_file(state, str(path))
+    m = manager_for(root, tmp_path / "cache")
+    assert m.probe(m.find("old")).family == "sd1"
+    loaded = m.get("old")
+    _, _, text_encoder = tiny_components("sd1", seed=0)
+    assert torch.equal(loaded.components.text_encoder.state_dict()["embeddings.token_embedding.weight"],
+                       text_encoder.state_dict()["embeddings.token_embedding.weight"].half().float())

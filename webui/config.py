@@ -70,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser, suppress: bool = False) -> No
                        help="weights dtype: auto = fp16 on GPUs, fp32 on CPU")
     group.add_argument("--xformers", action="store_true", default=default, help="use xformers attention (CUDA)")
     group.add_argument("--threads", type=int, default=default, help="CPU threads for torch (0 = default)")
+    group.add_argument("--max-models", type=int, default=default, help="checkpoints kept loaded (default 1)")
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:

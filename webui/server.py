@@ -1,6 +1,8 @@
 """Serve the web UI: build the App and the Gradio Blocks, launch, print where it is."""
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import time
 from pathlib import Path
@@ -52,10 +54,13 @@ def serve(settings: Settings, block: bool = True):
     demo, ui = build_ui(app)
     demo.queue(default_concurrency_limit=None)
     port = settings.port or DEFAULT_PORT
-    _, local_url, share_url = demo.launch(
-        server_name="0.0.0.0" if settings.listen else "127.0.0.1", server_port=port, share=settings.share,
-        auth=auth or None, prevent_thread_lock=True, quiet=True, show_error=True, css=CSS,
-        allowed_paths=[str(settings.outputs_dir.resolve()), str(ui.temp_dir)], footer_links=[])
+    gradio_output = io.StringIO()
+    # Gradio prints a long download guide when the share tunnel cannot be made; we say it in one line.
+    with contextlib.redirect_stdout(gradio_output):
+        _, local_url, share_url = demo.launch(
+            server_name="0.0.0.0" if settings.listen else "127.0.0.1", server_port=port, share=settings.share,
+            auth=auth or None, prevent_thread_lock=True, quiet=True, show_error=True, css=CSS,
+            allowed_paths=[str(settings.outputs_dir.resolve()), str(ui.temp_dir)], footer_links=[])
     app.server_url = local_url
     log.info("Running on local URL:  http://%s:%d (ready in %.1f s)",
              "0.0.0.0" if settings.listen else "127.0.0.1", port, time.perf_counter() - started)

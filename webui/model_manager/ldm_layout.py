@@ -18,6 +18,7 @@ from typing import Any, Iterable, Literal, Mapping
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer.text_model."
+OLD_CLIP_PREFIX = "cond_stage_model.transformer."  # files saved with transformers < 4.20 lack "text_model."
 OPENCLIP_PREFIX = "cond_stage_model.model."
 
 Transform = Literal["same", "conv1x1", "qkv"]
@@ -134,9 +135,9 @@ def vae_source(name: str, config: Mapping[str, Any]) -> Source:
     return Source(VAE_PREFIX + renamed)
 
 
-def clip_source(name: str) -> Source:
+def clip_source(name: str, prefix: str = CLIP_PREFIX) -> Source:
     """LDM key of an SD 1.x ``CLIPTextModel`` parameter (OpenAI CLIP, stored under HF names)."""
-    return Source(CLIP_PREFIX + name)
+    return Source(prefix + name)
 
 
 def openclip_source(name: str) -> Source:
@@ -161,8 +162,16 @@ def openclip_source(name: str) -> Source:
     return Source(block + renamed)
 
 
-def text_encoder_source(name: str, family: str) -> Source:
-    return openclip_source(name) if family == "sd2" else clip_source(name)
+def text_encoder_source(name: str, family: str, clip_prefix: str = CLIP_PREFIX) -> Source:
+    return openclip_source(name) if family == "sd2" else clip_source(name, clip_prefix)
+
+
+def clip_prefix_of(keys) -> str:
+    """Where an SD 1.x file keeps its text encoder (two spellings exist in the wild)."""
+    keys = set(keys)
+    if CLIP_PREFIX + "embeddings.token_embedding.weight" in keys:
+        return CLIP_PREFIX
+    return OLD_CLIP_PREFIX
 
 
 def to_file_tensor(tensor, source: Source):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .ldm_layout import UNET_PREFIX, VAE_PREFIX, LayoutError, Source, from_file_tensor, text_encoder_source, \
-    unet_source, vae_source
+from .ldm_layout import UNET_PREFIX, VAE_PREFIX, LayoutError, Source, clip_prefix_of, from_file_tensor, \
+    text_encoder_source, unet_source, vae_source
 from .probe import CONFIGS_DIR, SD_SCHEDULER
 from .tensor_files import ModelFileError, PickledFile, SafetensorsFile
 
@@ -102,8 +102,9 @@ def build_components(tensors: SafetensorsFile | PickledFile, configs: dict[str, 
     used |= fill_module(vae, tensors, lambda n: vae_source(n, vae.config), dtype, file_name, "VAE")
     text_config = CLIPTextConfig(**configs["text_encoder"])
     text_encoder = _empty_module(lambda: CLIPTextModel(text_config))
-    used |= fill_module(text_encoder, tensors, lambda n: text_encoder_source(n, family), dtype, file_name,
-                        "text encoder")
+    clip_prefix = clip_prefix_of(tensors.keys())
+    used |= fill_module(text_encoder, tensors, lambda n: text_encoder_source(n, family, clip_prefix), dtype,
+                        file_name, "text encoder")
     leftover = [k for k in tensors.keys() if k not in used and (
         k.startswith(UNET_PREFIX) or k.startswith(VAE_PREFIX + "encoder.") or k.startswith(VAE_PREFIX + "decoder."))]
     if leftover:

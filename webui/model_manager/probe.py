@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .ldm_layout import CLIP_PREFIX, OPENCLIP_PREFIX, UNET_PREFIX, VAE_PREFIX
+from .ldm_layout import OPENCLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, clip_prefix_of
 from .tensor_files import ModelFileError, PickledFile, SafetensorsFile
 
 Family = Literal["sd1", "sd2", "sdxl", "unknown"]
@@ -81,7 +81,7 @@ def probe_tensors(tensors: SafetensorsFile | PickledFile, path: Path) -> Checkpo
         family: Family = "sdxl"
     elif OPENCLIP_PREFIX + "token_embedding.weight" in tensors:
         family = "sd2"
-    elif CLIP_PREFIX + "embeddings.token_embedding.weight" in tensors:
+    elif clip_prefix_of(keys) + "embeddings.token_embedding.weight" in tensors:
         family = "sd1"
     else:
         family = "unknown"
@@ -248,7 +248,7 @@ def _text_config(tensors, keys: list[str], family: str, published: dict[str, Any
         intermediate = tensors.info(p + "transformer.resblocks.0.mlp.c_fc.weight").shape[0]
         act, pad = "gelu", 0
     else:
-        p = CLIP_PREFIX
+        p = clip_prefix_of(keys)
         vocab, width = tensors.info(p + "embeddings.token_embedding.weight").shape
         positions = tensors.info(p + "embeddings.position_embedding.weight").shape[0]
         layers = len(_indices(keys, re.escape(p) + r"encoder\.layers\.(\d+)\."))

@@ -1,0 +1,25 @@
+"""Serving flags: --share offline fails in one line while the local UI keeps working; warnings."""
+import urllib.request
+
+from test_browser import start_server
+
+
+def test_share_offline_is_one_clear_message_and_the_ui_keeps_serving(models_dir, tmp_path):
+    proc, url = start_server(models_dir, tmp_path, "--share")
+    try:
+        assert urllib.request.urlopen(url, timeout=10).status == 200
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    log = next(tmp_path.glob("server-*.log")).read_text()
+    assert "could not create a public share link" in log
+    assert "without --gradio-auth" in log  # exposed without a login: warned
+    assert "frpc" not in log  # not Gradio's download guide
+
+
+def test_auth_entries_parse_from_flag_and_file(tmp_path):
+    from webui.server import parse_auth
+
+    path = tmp_path / "auth.txt"
+    path.write_text("bob:pw2\ncarol:p:w3\n")
+    assert parse_auth("alice:pw1", path) == [("alice", "pw1"), ("bob", "pw2"), ("carol", "p:w3")]
