@@ -100,7 +100,10 @@ def choose(page, elem_id: str, value: str) -> None:
 
 def gallery_image(page, tab: str, index: int = 0) -> tuple[Image.Image, bytes]:
     img = page.locator(f"#{tab}_gallery img").nth(index)
-    img.wait_for()
+    try:
+        img.wait_for()
+    except Exception:
+        raise AssertionError("no image; status: " + page.locator(f"#{tab}_status").inner_text()) from None
     src = img.get_attribute("src")
     data = page.request.get(src).body()
     return Image.open(io.BytesIO(data)), data
