@@ -1,56 +1,153 @@
 """Prompt text -> the text encoder's output that the UNet reads through cross-attention.
 
-The model sees 75 tokens at a time (77 with the start and end tokens): longer prompts are cut into
-chunks of 75, each encoded on its own, and the results concatenated along the token axis.
-Positive and negative prompts are padded with empty chunks to the same length so CFG can batch them.
+A1111's rules: emphasis weights per token (``(word)``, ``[word]``, ``(word:1.5)``); the model sees
+75 tokens at a time (77 with start and end), so longer prompts are cut into chunks, each encoded on
+its own and concatenated; a chunk that fills up moves the words after its last comma (if within 20
+tokens) to the next chunk; ``BREAK`` starts a new chunk. Each chunk's output is scaled per token by
+its weight and the chunk's mean restored, so a weight of 1 changes nothing. Prompt editing and
+alternation give a schedule of texts; each is encoded once and the loop switches between them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from .prompt_parser import extract_lora_tags, is_break, parse_emphasis, prompt_schedule
 
 CHUNK = 75
+COMMA_BACKTRACK = 20
 
 
-@dataclass(frozen=True)
+@dataclass
 class TokenChunk:
-    ids: tuple[int, ...]  # exactly 77: start, up to 75 tokens, end, padding
+    """Up to 75 tokens with their weights (and, for the inspector, the text each came from)."""
+
+    tokens: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def padded(self, bos: int, eos: int, pad: int) -> tuple[list[int], list[float]]:
+        """The 77 ids the text encoder reads (start, tokens, end, padding) and their weights."""
+        fill = CHUNK - len(self.tokens)
+        return [bos] + self.tokens + [eos] + [pad] * fill, [1.0] + self.weights + [1.0] * (fill + 1)
 
 
 def tokenize(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
 
 
-def chunk_tokens(tokenizer, tokens: list[int]) -> list[TokenChunk]:
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    pieces = [tokens[i:i + CHUNK] for i in range(0, len(tokens), CHUNK)] or [[]]
-    return [TokenChunk(tuple([bos] + p + [eos] + [pad] * (CHUNK - len(p)))) for p in pieces]
+def chunk_prompt(tokenizer, text: str) -> list[TokenChunk]:
+    """A1111's chunking of one (already scheduled, LoRA-free) prompt text."""
+    comma = tokenize(tokenizer, ",")[0]
+    chunks: list[TokenChunk] = []
+    chunk = TokenChunk()
+    last_comma = -1
+
+    def next_chunk() -> None:
+        nonlocal chunk, last_comma
+        chunks.append(chunk)
+        chunk = TokenChunk()
+        last_comma = -1
+
+    for segment in parse_emphasis(text):
+        if is_break(segment):
+            next_chunk()
+            continue
+        piece, weight = segment
+        for token in tokenize(tokenizer, piece):
+            if token == comma:
+                last_comma = len(chunk.tokens)
+            elif len(chunk.tokens) == CHUNK and last_comma != -1 and len(chunk.tokens) - last_comma <= COMMA_BACKTRACK:
+                cut = last_comma + 1
+                moved = (chunk.tokens[cut:], chunk.weights[cut:], chunk.sources[cut:])
+                del chunk.tokens[cut:], chunk.weights[cut:], chunk.sources[cut:]
+                next_chunk()
+                chunk.tokens, chunk.weights, chunk.sources = (list(m) for m in moved)
+            if len(chunk.tokens) == CHUNK:
+                next_chunk()
+            chunk.tokens.append(token)
+            chunk.weights.append(weight)
+            chunk.sources.append(piece)
+    if chunk.tokens or not chunks:
+        chunks.append(chunk)
+    return chunks
 
 
-def encode_chunks(text_encoder, chunks: list[TokenChunk], clip_skip: int, device):
-    """[1, 77 * len(chunks), width]"""
+def count_tokens(tokenizer, text: str, steps: int = 150) -> tuple[int, int]:
+    """(tokens, chunk capacity) for the live ``N/75`` counters: the longest scheduled variant."""
+    clean, _ = extract_lora_tags(text or "")
+    best = (0, CHUNK)
+    for _, variant in prompt_schedule(clean, steps):
+        chunks = chunk_prompt(tokenizer, variant)
+        count = sum(len(c.tokens) for c in chunks)
+        best = max(best, (count, len(chunks) * CHUNK))
+    return best
+
+
+def encode_chunks(components, chunks: list[TokenChunk], clip_skip: int, device):
+    """[1, 77 * len(chunks), width]: each chunk encoded, weighted per token, its mean restored."""
     import torch
 
-    ids = torch.tensor([c.ids for c in chunks], device=device)
+    tokenizer, text_encoder = components.tokenizer, components.text_encoder
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = [c.padded(tokenizer.bos_token_id, tokenizer.eos_token_id, pad) for c in chunks]
+    ids = torch.tensor([r[0] for r in rows], device=device)
+    weights = torch.tensor([r[1] for r in rows], device=device)
+    skip = max(1, min(clip_skip, text_encoder.config.num_hidden_layers))
     with torch.no_grad():
-        if clip_skip > 1:
-            out = text_encoder(ids, output_hidden_states=True)
-            hidden = out.hidden_states[-clip_skip]
+        if skip > 1:
+            hidden = text_encoder(ids, output_hidden_states=True).hidden_states[-skip]
             hidden = text_encoder.final_layer_norm(hidden)
         else:
             hidden = text_encoder(ids).last_hidden_state
+        if bool((weights != 1).any()):
+            original_mean = hidden.float().mean(dim=(1, 2), keepdim=True)
+            hidden = hidden * weights[..., None].to(hidden.dtype)
+            hidden = hidden * (original_mean / hidden.float().mean(dim=(1, 2), keepdim=True)).to(hidden.dtype)
     return hidden.reshape(1, -1, hidden.shape[-1])
 
 
-def encode_pair(components, prompt: str, negative_prompt: str, clip_skip: int, device):
-    """Conditioning for (prompt, negative prompt), padded to the same number of chunks."""
-    tokenizer = components.tokenizer
-    positive = chunk_tokens(tokenizer, tokenize(tokenizer, prompt))
-    negative = chunk_tokens(tokenizer, tokenize(tokenizer, negative_prompt))
-    empty = chunk_tokens(tokenizer, [])[0]
-    count = max(len(positive), len(negative))
-    positive += [empty] * (count - len(positive))
-    negative += [empty] * (count - len(negative))
-    skip = min(clip_skip, components.text_encoder.config.num_hidden_layers)
-    return (encode_chunks(components.text_encoder, positive, skip, device),
-            encode_chunks(components.text_encoder, negative, skip, device))
+@dataclass
+class Conditioning:
+    """Encoded prompt and negative prompt for every step: ``at(step)`` gives (cond, uncond)."""
+
+    schedule: list[tuple[int, Any]]  # (end step, cond)
+    negative_schedule: list[tuple[int, Any]]
+    loras: list = field(default_factory=list)
+
+    def at(self, step: int):
+        """Conditioning for 1-based ``step``."""
+        def pick(schedule):
+            for end, value in schedule:
+                if step <= end:
+                    return value
+            return schedule[-1][1]
+
+        return pick(self.schedule), pick(self.negative_schedule)
+
+
+def encode_prompts(components, prompt: str, negative_prompt: str, clip_skip: int, steps: int,
+                   device) -> Conditioning:
+    """Schedules for both prompts, each distinct text encoded once, padded to equal chunk counts."""
+    import torch
+
+    clean, loras = extract_lora_tags(prompt)
+    negative_clean, _ = extract_lora_tags(negative_prompt)
+    plans = []
+    for text in (clean, negative_clean):
+        plans.append([(end, chunk_prompt(components.tokenizer, variant))
+                      for end, variant in prompt_schedule(text, steps)])
+    longest = max(len(chunks) for plan in plans for _, chunks in plan)
+    empty = encode_chunks(components, [TokenChunk()], clip_skip, device)
+    cache: dict[tuple, Any] = {}
+
+    def encode(chunks: list[TokenChunk]):
+        key = tuple((tuple(c.tokens), tuple(c.weights)) for c in chunks)
+        if key not in cache:
+            encoded = encode_chunks(components, chunks, clip_skip, device)
+            missing = longest - len(chunks)
+            cache[key] = torch.cat([encoded] + [empty] * missing, dim=1) if missing else encoded
+        return cache[key]
+
+    schedules = [[(end, encode(chunks)) for end, chunks in plan] for plan in plans]
+    return Conditioning(schedules[0], schedules[1], loras)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import infotext
-from .conditioning import encode_pair
+from .conditioning import encode_prompts
 from .images import blur_mask, fill_masked, masked_region, paste_back, prepare_mask, resize_image, to_images, \
     to_tensor, CropRegion
 from .jobs import Job
@@ -75,7 +75,8 @@ class Engine:
 
         t = time.perf_counter()
         with torch.inference_mode():
-            cond, uncond = encode_pair(components, request.prompt, request.negative_prompt, request.clip_skip, device)
+            conditioning = encode_prompts(components, request.prompt, request.negative_prompt, request.clip_skip,
+                                          request.steps, device)
         timings["conditioning"] = time.perf_counter() - t
 
         result = GenerationResult([], [], [], [], model_title=loaded.title, request=request)
@@ -91,7 +92,7 @@ class Engine:
             subseeds = prepared.subseeds[first:first + request.batch_size]
             t = time.perf_counter()
             with torch.inference_mode():
-                latents = self._sample(request, loaded, prepared, sampler, schedule, seeds, subseeds, cond, uncond,
+                latents = self._sample(request, loaded, prepared, sampler, schedule, seeds, subseeds, conditioning,
                                        job, device, dtype)
             sampling += time.perf_counter() - t
             t = time.perf_counter()
@@ -261,7 +262,7 @@ class Engine:
         channel_mask = torch.nn.functional.interpolate(mask[None, None], size=tuple(latent_size))
         return torch.cat([channel_mask.to(device=device, dtype=dtype), masked_image], dim=1)
 
-    def _sample(self, request, loaded, prepared, sampler, schedule, seeds, subseeds, cond, uncond, job: Job,
+    def _sample(self, request, loaded, prepared, sampler, schedule, seeds, subseeds, conditioning, job: Job,
                 device, dtype):
         import torch
 
@@ -275,16 +276,27 @@ class Engine:
         latents, timesteps = start.latents, start.timesteps
         batch = latents.shape[0]
         use_cfg = request.cfg_scale != 1.0
-        context = torch.cat([uncond, cond]) if use_cfg else cond
-        context = context.to(dtype).repeat_interleave(batch, dim=0)
+        contexts: dict[tuple[int, int], Any] = {}
+
+        def context_at(step: int):
+            """UNet context for a 1-based step of the full schedule (prompt editing switches here)."""
+            cond, uncond = conditioning.at(step)
+            key = (id(cond), id(uncond))
+            if key not in contexts:
+                both = torch.cat([uncond, cond]) if use_cfg else cond
+                contexts[key] = both.to(dtype).repeat_interleave(batch, dim=0)
+            return contexts[key]
         extra = start.extra_channels
         if extra is not None and use_cfg:
             extra = torch.cat([extra, extra])
         noise = noise.to(device=device, dtype=dtype)
         step_options = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
         total = len(timesteps)
+        order = getattr(scheduler, "order", 1)
+        first_step = request.steps - -(-total // order)  # img2img runs the last steps of the schedule
         job.report(0, total)
         for i, t in enumerate(timesteps):
+            context = context_at(first_step + i // order + 1)
             if job.interrupted or job.skipped:
                 break
             model_input = torch.cat([latents, latents]) if use_cfg else latents

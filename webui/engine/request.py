@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from .prompt_parser import extract_lora_tags
 from .samplers import UnknownSampler, resolve
 
 MAX_SIZE = 2048
@@ -102,6 +103,13 @@ def validate(request: GenerationRequest) -> None:
     for name in ("prompt", "negative_prompt"):
         if not isinstance(getattr(request, name), str):
             raise RequestError(name, "must be text")
+        try:
+            _, loras = extract_lora_tags(getattr(request, name))
+        except ValueError as e:
+            raise RequestError(name, str(e)) from None
+        if loras:
+            raise RequestError(name, "LoRA tags (<lora:...>) are not supported yet: remove "
+                                     + ", ".join(f"<lora:{tag.name}>" for tag in loras))
     for name in ("width", "height"):
         value = getattr(request, name)
         if value is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from ..engine import GenerationRequest, RequestError
+from ..engine.conditioning import count_tokens
 from ..engine.samplers import SCHEDULES, available_sampler_names
 from ..outputs import write_image
 
@@ -59,8 +59,7 @@ class GenerationTab:
 
 
 def token_counter_html(ui, text: str) -> str:
-    count = len(ui.tokenizer(text or "", add_special_tokens=False, truncation=False, verbose=False).input_ids)
-    limit = max(1, math.ceil(count / 75)) * 75
+    count, limit = count_tokens(ui.tokenizer, text or "")
     return f"<span class='token-counter'>{count}/{limit}</span>"
 
 
