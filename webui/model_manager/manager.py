@@ -10,7 +10,7 @@ import gc
 import logging
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -53,11 +53,15 @@ class ModelEntry:
 class LoadedModel:
     entry: ModelEntry
     info: CheckpointInfo
-    short_hash: str
+    hash_result: Future  # the short hash, computed in the background while the first image renders
     components: Any  # loader.Components
     own_vae: Any
     vae_name: str | None = None  # None: the checkpoint's own VAE
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash_result.result()
 
     @property
     def title(self) -> str:
@@ -219,20 +223,21 @@ class ModelManager:
             self.unload(next(iter(self._resident)))
         device, dtype = self.device_and_dtype()
         started = time.perf_counter()
-        # Hash while loading: hashlib releases the GIL, so the two overlap on separate cores.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            hashing = pool.submit(self.short_hash, entry)
-            if entry.path.is_dir():
-                components = load_diffusers_folder(entry.path, dtype, device)
-            else:
-                tensors = open_tensor_file(entry.path)
-                configs = derive_configs(tensors, info)
-                components = build_components(tensors, configs, info.family, entry.name, dtype, device)
-                del tensors
-            short_hash = hashing.result()
+        # Hash in the background (hashlib releases the GIL): the infotext needs it only once the
+        # first image is done, so hashing a multi-GB file never delays loading or sampling.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-hash")
+        hashing = pool.submit(self.short_hash, entry)
+        pool.shutdown(wait=False)
+        if entry.path.is_dir():
+            components = load_diffusers_folder(entry.path, dtype, device)
+        else:
+            tensors = open_tensor_file(entry.path)
+            configs = derive_configs(tensors, info)
+            components = build_components(tensors, configs, info.family, entry.name, dtype, device)
+            del tensors
         if self.attention == "xformers":
             self._enable_xformers(components, device)
-        loaded = LoadedModel(entry, info, short_hash, components, components.vae)
+        loaded = LoadedModel(entry, info, hashing, components, components.vae)
         self._resident[entry.path] = loaded
         log.info("loaded %s (%s %s, %s) in %.1f s on %s %s", entry.name, info.family, info.variant,
                  info.prediction, time.perf_counter() - started, device, str(dtype).removeprefix("torch."))
