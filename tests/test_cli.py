@@ -116,3 +116,16 @@ def test_corrupt_model_and_pnginfo_without_parameters(tmp_path):
     listing = run("models", "--json", "--models-dir", str(tmp_path / "m"))
     entry = [m for m in json.loads(listing.stdout)["models"] if m["name"] == "broken.safetensors"][0]
     assert "broken.safetensors" in entry["error"]
+
+
+def test_tokens_json_shows_chunks_words_weights_and_literal_escapes():
+    proc = run("tokens", r"a (red:1.5) \(circle\) " + "cat " * 80 + "BREAK dog <lora:style:0.5>", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    first = report["chunks"][0]["tokens"]
+    assert first[0] == {"id": 320, "text": "a</w>", "word": "a", "weight": 1.0}
+    assert first[1]["text"] == "red</w>" and first[1]["weight"] == 1.5
+    assert first[2]["text"] == "(</w>" and first[2]["weight"] == 1.0  # escaped: a literal bracket
+    assert [c["count"] for c in report["chunks"]] == [75, 10, 1] and report["total"] == 86
+    assert report["chunks"][-1]["tokens"][0]["word"] == "dog"  # BREAK started a new chunk
+    assert report["loras"] == [{"name": "style", "te_weight": 0.5, "unet_weight": 0.5}]

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(samplers, suppress=True)
     samplers.add_argument("--json", action="store_true")
 
+    tokens = sub.add_parser("tokens", help="show how CLIP tokenizes a prompt (chunks, ids, words, weights)")
+    add_arguments(tokens, suppress=True)
+    tokens.add_argument("prompt")
+    tokens.add_argument("--negative-prompt", default=None)
+    tokens.add_argument("--model", help="checkpoint whose tokenizer to use (all SD 1.x/2.x share one vocabulary)")
+    tokens.add_argument("--json", action="store_true")
+
     pnginfo = sub.add_parser("pnginfo", help="show the generation parameters stored in an image")
     add_arguments(pnginfo, suppress=True)
     pnginfo.add_argument("file", type=Path)
@@ -83,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .server import serve  # the web UI
 
         return serve(load_settings(args))
-    handler = {"generate": cmd_generate, "models": cmd_models, "samplers": cmd_samplers, "pnginfo": cmd_pnginfo}
+    handler = {"generate": cmd_generate, "models": cmd_models, "samplers": cmd_samplers, "pnginfo": cmd_pnginfo,
+               "tokens": cmd_tokens}
     try:
         return handler[args.command](args)
     except UserError as e:
@@ -192,4 +200,31 @@ def cmd_pnginfo(args) -> int:
     if not text:
         raise UserError(f"{args.file}: no generation parameters stored in this image")
     _emit(args, {"parameters": text, "fields": infotext.parse(text)}, text)
+    return 0
+
+
+def cmd_tokens(args) -> int:
+    from .engine.conditioning import inspect_prompt
+    from .model_manager import ModelFileError, ModelManager, ModelNotFound
+    from .model_manager.loader import load_tokenizer
+
+    family = "sd1"
+    if args.model:
+        settings = load_settings(args)
+        manager = ModelManager(settings.paths, settings.cache_dir)
+        try:
+            family = manager.probe(manager.find(args.model)).family
+        except (ModelNotFound, ModelFileError) as e:
+            raise UserError(str(e)) from None
+    tokenizer = load_tokenizer("sd2" if family == "sd2" else "sd1")
+    report = inspect_prompt(tokenizer, args.prompt)
+    if args.negative_prompt is not None:
+        report["negative"] = inspect_prompt(tokenizer, args.negative_prompt)
+    lines = []
+    for number, chunk in enumerate(report["chunks"], 1):
+        lines.append(f"chunk {number}: {chunk['count']}/75")
+        lines += [f"  {t['id']:>6}  {t['text'].replace('</w>', '␣'):<16} {t['weight']:<8g} {t['word']}"
+                  for t in chunk["tokens"]]
+    lines.append(f"total {report['total']} tokens")
+    _emit(args, report, "\n".join(lines))
     return 0

@@ -20,7 +20,7 @@ COMMA_BACKTRACK = 20
 
 @dataclass
 class TokenChunk:
-    """Up to 75 tokens with their weights (and, for the inspector, the text each came from)."""
+    """Up to 75 tokens with their weights (and, for the inspector, the word each came from)."""
 
     tokens: list[int] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
@@ -34,6 +34,18 @@ class TokenChunk:
 
 def tokenize(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
+
+
+def tokenize_words(tokenizer, text: str) -> list[tuple[int, str]]:
+    """Token ids with the whitespace-separated word each one comes from."""
+    encoded = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False,
+                        return_offsets_mapping=True)
+    out = []
+    for token, (start, end) in zip(encoded.input_ids, encoded["offset_mapping"]):
+        left = max(text.rfind(" ", 0, start), text.rfind("\n", 0, start)) + 1
+        right = min((i for i in (text.find(" ", end), text.find("\n", end)) if i != -1), default=len(text))
+        out.append((token, text[left:right]))
+    return out
 
 
 def chunk_prompt(tokenizer, text: str) -> list[TokenChunk]:
@@ -54,7 +66,7 @@ def chunk_prompt(tokenizer, text: str) -> list[TokenChunk]:
             next_chunk()
             continue
         piece, weight = segment
-        for token in tokenize(tokenizer, piece):
+        for token, word in tokenize_words(tokenizer, piece):
             if token == comma:
                 last_comma = len(chunk.tokens)
             elif len(chunk.tokens) == CHUNK and last_comma != -1 and len(chunk.tokens) - last_comma <= COMMA_BACKTRACK:
@@ -67,10 +79,23 @@ def chunk_prompt(tokenizer, text: str) -> list[TokenChunk]:
                 next_chunk()
             chunk.tokens.append(token)
             chunk.weights.append(weight)
-            chunk.sources.append(piece)
+            chunk.sources.append(word)
     if chunk.tokens or not chunks:
         chunks.append(chunk)
     return chunks
+
+
+def inspect_prompt(tokenizer, text: str) -> dict[str, Any]:
+    """What the token inspector shows (``python app.py tokens``, the Tokens tab): every token of every
+    chunk with its id, token text (``</w>`` = word end), source word and emphasis weight."""
+    clean, loras = extract_lora_tags(text or "")
+    chunks = chunk_prompt(tokenizer, clean)
+    described = [{"tokens": [{"id": token, "text": tokenizer.convert_ids_to_tokens(token), "word": word,
+                              "weight": round(weight, 6)}
+                             for token, weight, word in zip(c.tokens, c.weights, c.sources)],
+                  "count": len(c.tokens)} for c in chunks]
+    return {"chunks": described, "total": sum(c["count"] for c in described),
+            "loras": [{"name": t.name, "te_weight": t.te_weight, "unet_weight": t.unet_weight} for t in loras]}
 
 
 def count_tokens(tokenizer, text: str, steps: int = 150) -> tuple[int, int]:

@@ -3,26 +3,24 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..engine.conditioning import CHUNK, chunk_prompt
-from ..engine.prompt_parser import extract_lora_tags
+from ..engine.conditioning import CHUNK, inspect_prompt
 
 
 def token_rows(tokenizer, text: str) -> tuple[list[list], int]:
-    clean, _ = extract_lora_tags(text or "")
-    chunks = chunk_prompt(tokenizer, clean)
+    report = inspect_prompt(tokenizer, text)
     rows = []
-    for number, chunk in enumerate(chunks, 1):
-        for token_id, weight, source in zip(chunk.tokens, chunk.weights, chunk.sources):
-            piece = tokenizer.convert_ids_to_tokens(token_id).replace("</w>", "␣")
-            rows.append([len(rows) + 1, number, token_id, piece, round(weight, 4), source.strip()])
-    return rows, len(chunks)
+    for number, chunk in enumerate(report["chunks"], 1):
+        for token in chunk["tokens"]:
+            rows.append([len(rows) + 1, number, token["id"], token["text"].replace("</w>", "␣"),
+                         round(token["weight"], 4), token["word"]])
+    return rows, len(report["chunks"])
 
 
 def build(ui):
     prompt = gr.Textbox(label="Prompt", lines=3, elem_id="tokens_prompt")
     button = gr.Button("Tokenize", elem_id="tokens_run")
     summary = gr.HTML("", elem_id="tokens_summary")
-    table = gr.Dataframe(headers=["#", "chunk", "id", "token (␣ = word end)", "weight", "from text"],
+    table = gr.Dataframe(headers=["#", "chunk", "id", "token (␣ = word end)", "weight", "word"],
                          elem_id="tokens_table", interactive=False, wrap=True)
     gr.Markdown("The model reads 75 tokens at a time (plus start and end tokens); longer prompts are split "
                 "into chunks encoded separately, a full chunk moves the words after its last comma to the "
