@@ -26,7 +26,7 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
-    from model_factory import write_checkpoint, write_diffusers_folder, write_vae
+    from model_factory import write_checkpoint, write_diffusers_folder, write_lora, write_vae
 
     root = tmp_path_factory.mktemp("models")
     ckpt = root / "Stable-diffusion"
@@ -38,7 +38,10 @@ def models_dir(tmp_path_factory) -> Path:
     write_diffusers_folder(ckpt / "tiny-diffusers", seed=4)
     write_vae(root / "VAE" / "tiny-vae.safetensors", seed=5)
     write_vae(root / "VAE" / "tiny-vae-diffusers.safetensors", seed=5, layout="diffusers")
-    for folder in ("Lora", "embeddings", "depth"):
+    write_lora(root / "Lora" / "tiny-lora.safetensors", "kohya")
+    write_lora(root / "Lora" / "peft" / "tiny-lora-peft.safetensors", "peft")
+    (root / "Lora" / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{bad")
+    for folder in ("embeddings", "depth"):
         (root / folder).mkdir()
     return root
 

@@ -95,3 +95,50 @@ def write_diffusers_folder(folder: Path, seed: int = 0) -> Path:
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
     return folder
+
+
+LORA_TARGETS = {
+    "unet": ["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+             "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k",
+             "up_blocks.1.attentions.0.transformer_blocks.0.ff.net.2", "down_blocks.0.resnets.0.conv1"],
+    "text_encoder": ["encoder.layers.0.self_attn.q_proj", "encoder.layers.1.mlp.fc1"],
+}
+
+
+def lora_matrices(seed: int = 0, rank: int = 4):
+    """Random LoRA matrices for the tiny SD 1.x models: {(kind, module name): (down, up)}."""
+    unet, _, text_encoder = tiny_components("sd1")
+    modules = {"unet": dict(unet.named_modules()), "text_encoder": dict(text_encoder.named_modules())}
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for kind, names in LORA_TARGETS.items():
+        for name in names:
+            weight = modules[kind][name].weight
+            if weight.ndim == 4:
+                down = torch.randn(rank, weight.shape[1], 3, 3, generator=generator) * 0.3
+                up = torch.randn(weight.shape[0], rank, 1, 1, generator=generator) * 0.3
+            else:
+                down = torch.randn(rank, weight.shape[1], generator=generator) * 0.3
+                up = torch.randn(weight.shape[0], rank, generator=generator) * 0.3
+            out[(kind, name)] = (down, up)
+    return out
+
+
+def write_lora(path: Path, layout: str = "kohya", seed: int = 0, alpha: float = 2.0) -> Path:
+    """A LoRA for the tiny SD 1.x models in kohya/A1111 (``lora_unet_*``) or PEFT (``unet.*.lora_A``) layout."""
+    from safetensors.torch import save_file
+
+    state = {}
+    for (kind, name), (down, up) in lora_matrices(seed).items():
+        if layout == "kohya":
+            prefix = "lora_unet_" if kind == "unet" else "lora_te_text_model_"
+            key = prefix + name.replace(".", "_")
+            state[f"{key}.lora_down.weight"], state[f"{key}.lora_up.weight"] = down, up
+            state[f"{key}.alpha"] = torch.tensor(alpha)
+        else:
+            base = f"{kind}.{'text_model.' if kind == 'text_encoder' else ''}{name}"
+            state[f"{base}.lora_A.weight"], state[f"{base}.lora_B.weight"] = down, up
+            state[f"{base}.alpha"] = torch.tensor(alpha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path

@@ -11,11 +11,12 @@ import inspect
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import infotext
 from .conditioning import encode_prompts
+from .prompt_parser import extract_lora_tags
 from .images import blur_mask, fill_masked, masked_region, paste_back, prepare_mask, resize_image, to_images, \
     to_tensor, CropRegion
 from .jobs import Job
@@ -50,6 +51,7 @@ class Prepared:
     original: Any = None  # the full init image, for pasting back
     overlay_mask: Any = None  # blurred mask at the original's size
     region: CropRegion | None = None
+    infotext_extra: list[tuple[str, Any]] = field(default_factory=list)  # e.g. Lora hashes
 
 
 class Engine:
@@ -72,6 +74,10 @@ class Engine:
         device, dtype = self.models.device_and_dtype()
         prepared = self._prepare(request, loaded)
         sampler, schedule = resolve(request.sampler, request.schedule)
+        _, lora_tags = extract_lora_tags(request.prompt)
+        lora_hashes = self.models.apply_loras(loaded, lora_tags)  # none named: the original weights
+        if lora_hashes:
+            prepared.infotext_extra.append(("Lora hashes", ", ".join(f"{n}: {h}" for n, h in lora_hashes)))
 
         t = time.perf_counter()
         with torch.inference_mode():
@@ -132,6 +138,7 @@ class Engine:
             ("Denoising strength", fmt(request.denoising_strength) if request.init_image is not None else None),
             ("Clip skip", request.clip_skip if request.clip_skip > 1 else None),
         ]
+        params += prepared.infotext_extra
         if request.mask is not None:
             params += [("Mask blur", request.mask_blur),
                        ("Inpaint area", "Only masked" if request.inpaint_full_res else None),

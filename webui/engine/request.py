@@ -104,12 +104,9 @@ def validate(request: GenerationRequest) -> None:
         if not isinstance(getattr(request, name), str):
             raise RequestError(name, "must be text")
         try:
-            _, loras = extract_lora_tags(getattr(request, name))
+            extract_lora_tags(getattr(request, name))
         except ValueError as e:
             raise RequestError(name, str(e)) from None
-        if loras:
-            raise RequestError(name, "LoRA tags (<lora:...>) are not supported yet: remove "
-                                     + ", ".join(f"<lora:{tag.name}>" for tag in loras))
     for name in ("width", "height"):
         value = getattr(request, name)
         if value is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .hashes import HashCache, hashed_file
+from .lora import LoraFile, LoraPatcher, read_lora
 from .probe import CheckpointInfo, derive_configs, probe_tensors
 from .tensor_files import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, ModelFileError, iter_files, open_tensor_file
 
@@ -58,6 +59,7 @@ class LoadedModel:
     own_vae: Any
     vae_name: str | None = None  # None: the checkpoint's own VAE
     extra: dict[str, Any] = field(default_factory=dict)
+    loras: LoraPatcher = field(default_factory=LoraPatcher)
 
     @property
     def short_hash(self) -> str:
@@ -79,6 +81,7 @@ class ModelManager:
         self.include_demo = include_demo
         self._probes: dict[tuple[str, int, float], CheckpointInfo] = {}
         self._resident: OrderedDict[Path, LoadedModel] = OrderedDict()
+        self._lora_files: dict[tuple[str, float], LoraFile] = {}
         self._lock = threading.RLock()
 
     # ---- scanning -------------------------------------------------------------------------
@@ -269,6 +272,22 @@ class ModelManager:
     def unload_all(self) -> None:
         for path in list(self._resident):
             self.unload(path)
+
+    def apply_loras(self, loaded: LoadedModel, tags) -> list[tuple[str, str]]:
+        """Merge exactly the LoRAs named by ``tags`` (prompt ``<lora:...>`` tags) into ``loaded``;
+        an empty list restores the original weights. Returns (name, short hash) for the infotext."""
+        files, hashes = [], []
+        for tag in tags:
+            entry = self.find(tag.name, "lora")
+            key = (str(entry.path.resolve()), entry.path.stat().st_mtime)
+            if key not in self._lora_files:
+                if len(self._lora_files) > 16:
+                    self._lora_files.clear()
+                self._lora_files[key] = read_lora(entry.path, entry.stem)
+            files.append((self._lora_files[key], tag.te_weight, tag.unet_weight))
+            hashes.append((tag.name, self.hashes.sha256(entry.path)[:12]))
+        loaded.loras.apply(loaded.components, files)
+        return hashes
 
     def _apply_vae(self, loaded: LoadedModel, vae: str | None) -> None:
         """None/"Automatic": a NAME.vae.* beside the checkpoint, else its own; "None": its own;
