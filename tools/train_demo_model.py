@@ -440,7 +440,14 @@ def stage_unet(args, device):
         caps = ["" if rng.random() < args.caption_dropout else world.caption_from_attrs(attrs[i], rng=rng)
                 for i in idx]
         z0 = latents[idx].to(device)
-        noise = torch.randn(z0.shape, generator=gen).to(device)
+        noise = torch.randn(z0.shape, generator=gen)
+        if args.noise_offset:
+            # offset noise: SD's schedule leaks ~7% of the signal at t=999; for flat
+            # backgrounds that leak is the per-channel latent mean, i.e. the background
+            # colour, which the model would otherwise read from the (random) initial
+            # noise instead of from the prompt.
+            noise = noise + args.noise_offset * torch.randn(z0.shape[0], z0.shape[1], 1, 1, generator=gen)
+        noise = noise.to(device)
         t_uni = torch.randint(0, 1000, (args.batch,), generator=gen)
         t_hi = torch.randint(500, 1000, (args.batch,), generator=gen)
         hi = torch.rand(args.batch, generator=gen) < args.high_noise_frac
@@ -552,6 +559,7 @@ def main(argv=None):
     p.add_argument("--high-noise-frac", type=float, default=0.3,
                    help="fraction of timesteps drawn from the high-noise half [500,1000)")
     p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--noise-offset", type=float, default=0.1, help="UNet: offset-noise strength (0 = off)")
     p.add_argument("--eval-n", type=int, default=64, help="prompts in the in-training evaluation")
     p.add_argument("--out", type=Path, default=REPO / "models" / "Stable-diffusion" / "demo-shapes.safetensors")
     p.add_argument("--weights", choices=["best", "ema", "raw"], default="best", help="export: which UNet weights")
