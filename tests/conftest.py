@@ -26,7 +26,10 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
-    from model_factory import write_checkpoint, write_diffusers_folder, write_lora, write_vae
+    from model_factory import token_rows, write_checkpoint, write_diffusers_folder, write_embedding, write_lora, \
+        write_vae
+
+    import torch
 
     root = tmp_path_factory.mktemp("models")
     ckpt = root / "Stable-diffusion"
@@ -41,8 +44,13 @@ def models_dir(tmp_path_factory) -> Path:
     write_lora(root / "Lora" / "tiny-lora.safetensors", "kohya")
     write_lora(root / "Lora" / "peft" / "tiny-lora-peft.safetensors", "peft")
     (root / "Lora" / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{bad")
-    for folder in ("embeddings", "depth"):
-        (root / folder).mkdir()
+    embeddings = root / "embeddings"
+    write_embedding(embeddings / "kitty-style.pt", token_rows(["cat"]), "a1111")
+    write_embedding(embeddings / "tri-emb.safetensors", token_rows(["red", "circle", "big"]), "safetensors")
+    write_embedding(embeddings / "sub" / "bin-emb.bin", token_rows(["dog"]), "diffusers")
+    write_embedding(embeddings / "wide-emb.safetensors", torch.zeros(2, 1024), "safetensors")
+    (embeddings / "bad-emb.pt").write_bytes(b"not a pickle")
+    (root / "depth").mkdir()
     return root
 
 

@@ -142,3 +142,28 @@ def write_lora(path: Path, layout: str = "kohya", seed: int = 0, alpha: float = 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
+
+
+def token_rows(words: list[str], seed: int = 0):
+    """The tiny SD 1.x text encoder's token-embedding rows for single-token words (as loaded: fp16)."""
+    from webui.model_manager.loader import load_tokenizer
+
+    tokenizer = load_tokenizer("sd1")
+    _, _, text_encoder = tiny_components("sd1", seed=seed)
+    ids = [tokenizer(w, add_special_tokens=False).input_ids[0] for w in words]
+    return text_encoder.embeddings.token_embedding.weight[ids].detach().half().float()
+
+
+def write_embedding(path: Path, vectors, layout: str) -> Path:
+    """A textual-inversion file: ``a1111`` (.pt, string_to_param), ``diffusers`` (.bin), ``safetensors``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if layout == "a1111":
+        torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.nn.Parameter(vectors.clone())},
+                    "name": path.stem, "step": 100}, path)
+    elif layout == "diffusers":
+        torch.save({f"<{path.stem}>": vectors[0].clone()}, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({"emb_params": vectors.contiguous()}, str(path))
+    return path

@@ -129,3 +129,13 @@ def test_tokens_json_shows_chunks_words_weights_and_literal_escapes():
     assert [c["count"] for c in report["chunks"]] == [75, 10, 1] and report["total"] == 86
     assert report["chunks"][-1]["tokens"][0]["word"] == "dog"  # BREAK started a new chunk
     assert report["loras"] == [{"name": "style", "te_weight": 0.5, "unet_weight": 0.5}]
+
+
+def test_tokens_with_a_model_shows_its_embeddings(flags):
+    proc = run("tokens", "a tri-emb", "--model", "tiny-sd1", "--json", *flags)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [t.get("embedding") for t in report["chunks"][0]["tokens"]] == [None, "tri-emb", "tri-emb", "tri-emb"]
+    assert "wide-emb" in report["embeddings_skipped"]
+    listing = {m["name"]: m for m in json.loads(run("models", "--json", *flags).stdout)["models"]}
+    assert listing["tri-emb.safetensors"]["vectors"] == 3 and "error" in listing["bad-emb.pt"]

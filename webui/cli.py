@@ -208,23 +208,26 @@ def cmd_tokens(args) -> int:
     from .model_manager import ModelFileError, ModelManager, ModelNotFound
     from .model_manager.loader import load_tokenizer
 
-    family = "sd1"
-    if args.model:
-        settings = load_settings(args)
-        manager = ModelManager(settings.paths, settings.cache_dir)
-        try:
-            family = manager.probe(manager.find(args.model)).family
-        except (ModelNotFound, ModelFileError) as e:
+    settings = load_settings(args)
+    manager = ModelManager(settings.paths, settings.cache_dir)
+    try:
+        entry = manager.find(args.model) if args.model else manager.default_checkpoint()
+        info = manager.probe(entry)
+    except (ModelNotFound, ModelFileError) as e:
+        if args.model:
             raise UserError(str(e)) from None
-    tokenizer = load_tokenizer("sd2" if family == "sd2" else "sd1")
-    report = inspect_prompt(tokenizer, args.prompt)
+        info = None  # no model installed: the SD 1.x tokenizer, no embeddings
+    tokenizer = load_tokenizer("sd2" if info and info.family == "sd2" else "sd1")
+    embeddings, skipped = manager.embeddings_for_width(info.context_dim) if info else ({}, {})
+    report = inspect_prompt(tokenizer, args.prompt, embeddings)
     if args.negative_prompt is not None:
-        report["negative"] = inspect_prompt(tokenizer, args.negative_prompt)
+        report["negative"] = inspect_prompt(tokenizer, args.negative_prompt, embeddings)
+    report["embeddings_skipped"] = skipped
     lines = []
     for number, chunk in enumerate(report["chunks"], 1):
         lines.append(f"chunk {number}: {chunk['count']}/75")
-        lines += [f"  {t['id']:>6}  {t['text'].replace('</w>', '␣'):<16} {t['weight']:<8g} {t['word']}"
-                  for t in chunk["tokens"]]
+        lines += [f"  {t['id'] if t['id'] is not None else '':>6}  {t['text'].replace('</w>', '␣'):<16} "
+                  f"{t['weight']:<8g} {t['word']}" for t in chunk["tokens"]]
     lines.append(f"total {report['total']} tokens")
     _emit(args, report, "\n".join(lines))
     return 0

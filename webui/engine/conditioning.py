@@ -20,11 +20,13 @@ COMMA_BACKTRACK = 20
 
 @dataclass
 class TokenChunk:
-    """Up to 75 tokens with their weights (and, for the inspector, the word each came from)."""
+    """Up to 75 tokens with their weights, the word each came from (for the inspector), and the
+    textual-inversion vectors that replace some of them (``fixes``: token offset -> embedding)."""
 
     tokens: list[int] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    fixes: list[tuple[int, Any]] = field(default_factory=list)
 
     def padded(self, bos: int, eos: int, pad: int) -> tuple[list[int], list[float]]:
         """The 77 ids the text encoder reads (start, tokens, end, padding) and their weights."""
@@ -48,9 +50,22 @@ def tokenize_words(tokenizer, text: str) -> list[tuple[int, str]]:
     return out
 
 
-def chunk_prompt(tokenizer, text: str) -> list[TokenChunk]:
+def embedding_index(tokenizer, embeddings: dict | None) -> dict[int, list[tuple[tuple[int, ...], Any]]]:
+    """First token id -> [(the name's token ids, embedding)], longest names first."""
+    index: dict[int, list] = {}
+    for name, embedding in (embeddings or {}).items():
+        ids = tuple(tokenize(tokenizer, name))
+        if ids:
+            index.setdefault(ids[0], []).append((ids, embedding))
+    for candidates in index.values():
+        candidates.sort(key=lambda c: -len(c[0]))
+    return index
+
+
+def chunk_prompt(tokenizer, text: str, embeddings: dict | None = None) -> list[TokenChunk]:
     """A1111's chunking of one (already scheduled, LoRA-free) prompt text."""
     comma = tokenize(tokenizer, ",")[0]
+    index = embedding_index(tokenizer, embeddings)
     chunks: list[TokenChunk] = []
     chunk = TokenChunk()
     last_comma = -1
@@ -66,34 +81,60 @@ def chunk_prompt(tokenizer, text: str) -> list[TokenChunk]:
             next_chunk()
             continue
         piece, weight = segment
-        for token, word in tokenize_words(tokenizer, piece):
+        words = tokenize_words(tokenizer, piece)
+        ids = [token for token, _ in words]
+        position = 0
+        while position < len(words):
+            token, word = words[position]
             if token == comma:
                 last_comma = len(chunk.tokens)
             elif len(chunk.tokens) == CHUNK and last_comma != -1 and len(chunk.tokens) - last_comma <= COMMA_BACKTRACK:
                 cut = last_comma + 1
-                moved = (chunk.tokens[cut:], chunk.weights[cut:], chunk.sources[cut:])
+                moved = TokenChunk(chunk.tokens[cut:], chunk.weights[cut:], chunk.sources[cut:],
+                                   [(offset - cut, e) for offset, e in chunk.fixes if offset >= cut])
                 del chunk.tokens[cut:], chunk.weights[cut:], chunk.sources[cut:]
+                chunk.fixes = [(offset, e) for offset, e in chunk.fixes if offset < cut]
                 next_chunk()
-                chunk.tokens, chunk.weights, chunk.sources = (list(m) for m in moved)
+                chunk = moved
             if len(chunk.tokens) == CHUNK:
                 next_chunk()
+            match = next(((name_ids, e) for name_ids, e in index.get(token, ())
+                          if tuple(ids[position:position + len(name_ids)]) == name_ids), None)
+            if match is not None:
+                name_ids, embedding = match
+                count = embedding.vectors.shape[0]
+                if len(chunk.tokens) + count > CHUNK:  # an embedding is never split across chunks
+                    next_chunk()
+                chunk.fixes.append((len(chunk.tokens), embedding))
+                chunk.tokens += [0] * count  # placeholders; their embeddings are replaced
+                chunk.weights += [weight] * count
+                chunk.sources += [f"<{embedding.name}>"] * count
+                position += len(name_ids)
+                continue
             chunk.tokens.append(token)
             chunk.weights.append(weight)
             chunk.sources.append(word)
+            position += 1
     if chunk.tokens or not chunks:
         chunks.append(chunk)
     return chunks
 
 
-def inspect_prompt(tokenizer, text: str) -> dict[str, Any]:
+def inspect_prompt(tokenizer, text: str, embeddings: dict | None = None) -> dict[str, Any]:
     """What the token inspector shows (``python app.py tokens``, the Tokens tab): every token of every
-    chunk with its id, token text (``</w>`` = word end), source word and emphasis weight."""
+    chunk with its id, token text (``</w>`` = word end), source word and emphasis weight; vectors of a
+    textual-inversion embedding show as ``<name>`` with ``"embedding": name``."""
     clean, loras = extract_lora_tags(text or "")
-    chunks = chunk_prompt(tokenizer, clean)
-    described = [{"tokens": [{"id": token, "text": tokenizer.convert_ids_to_tokens(token), "word": word,
-                              "weight": round(weight, 6)}
-                             for token, weight, word in zip(c.tokens, c.weights, c.sources)],
-                  "count": len(c.tokens)} for c in chunks]
+    chunks = chunk_prompt(tokenizer, clean, embeddings)
+
+    def describe(token: int, weight: float, word: str) -> dict[str, Any]:
+        if word.startswith("<") and word.endswith(">") and word[1:-1] in (embeddings or {}):
+            return {"id": None, "text": word, "word": word[1:-1], "weight": round(weight, 6),
+                    "embedding": word[1:-1]}
+        return {"id": token, "text": tokenizer.convert_ids_to_tokens(token), "word": word, "weight": round(weight, 6)}
+
+    described = [{"tokens": [describe(*t) for t in zip(c.tokens, c.weights, c.sources)], "count": len(c.tokens)}
+                 for c in chunks]
     return {"chunks": described, "total": sum(c["count"] for c in described),
             "loras": [{"name": t.name, "te_weight": t.te_weight, "unet_weight": t.unet_weight} for t in loras]}
 
@@ -119,12 +160,29 @@ def encode_chunks(components, chunks: list[TokenChunk], clip_skip: int, device):
     ids = torch.tensor([r[0] for r in rows], device=device)
     weights = torch.tensor([r[1] for r in rows], device=device)
     skip = max(1, min(clip_skip, text_encoder.config.num_hidden_layers))
+    hook = None
+    if any(c.fixes for c in chunks):
+        def insert_embeddings(_module, _inputs, output):
+            """Replace the placeholder rows with the textual-inversion vectors (after the start token)."""
+            output = output.clone()
+            for row, c in enumerate(chunks):
+                for offset, embedding in c.fixes:
+                    vectors = embedding.vectors.to(device=output.device, dtype=output.dtype)
+                    output[row, 1 + offset:1 + offset + vectors.shape[0]] = vectors
+            return output
+
+        hook = text_encoder.embeddings.token_embedding.register_forward_hook(insert_embeddings)
+    try:
+        with torch.no_grad():
+            if skip > 1:
+                hidden = text_encoder(ids, output_hidden_states=True).hidden_states[-skip]
+                hidden = text_encoder.final_layer_norm(hidden)
+            else:
+                hidden = text_encoder(ids).last_hidden_state
+    finally:
+        if hook is not None:
+            hook.remove()
     with torch.no_grad():
-        if skip > 1:
-            hidden = text_encoder(ids, output_hidden_states=True).hidden_states[-skip]
-            hidden = text_encoder.final_layer_norm(hidden)
-        else:
-            hidden = text_encoder(ids).last_hidden_state
         if bool((weights != 1).any()):
             original_mean = hidden.float().mean(dim=(1, 2), keepdim=True)
             hidden = hidden * weights[..., None].to(hidden.dtype)
@@ -138,7 +196,7 @@ class Conditioning:
 
     schedule: list[tuple[int, Any]]  # (end step, cond)
     negative_schedule: list[tuple[int, Any]]
-    loras: list = field(default_factory=list)
+    embeddings_used: list = field(default_factory=list)  # Embedding objects, in order of first use
 
     def at(self, step: int):
         """Conditioning for 1-based ``step``."""
@@ -152,22 +210,27 @@ class Conditioning:
 
 
 def encode_prompts(components, prompt: str, negative_prompt: str, clip_skip: int, steps: int,
-                   device) -> Conditioning:
+                   device, embeddings: dict | None = None) -> Conditioning:
     """Schedules for both prompts, each distinct text encoded once, padded to equal chunk counts."""
     import torch
 
-    clean, loras = extract_lora_tags(prompt)
+    clean, _ = extract_lora_tags(prompt)
     negative_clean, _ = extract_lora_tags(negative_prompt)
     plans = []
     for text in (clean, negative_clean):
-        plans.append([(end, chunk_prompt(components.tokenizer, variant))
+        plans.append([(end, chunk_prompt(components.tokenizer, variant, embeddings))
                       for end, variant in prompt_schedule(text, steps)])
+    used: dict[str, Any] = {}
+    for plan in plans:
+        for _, chunks in plan:
+            for c in chunks:
+                used.update({e.name: e for _, e in c.fixes})
     longest = max(len(chunks) for plan in plans for _, chunks in plan)
     empty = encode_chunks(components, [TokenChunk()], clip_skip, device)
     cache: dict[tuple, Any] = {}
 
     def encode(chunks: list[TokenChunk]):
-        key = tuple((tuple(c.tokens), tuple(c.weights)) for c in chunks)
+        key = tuple((tuple(c.tokens), tuple(c.weights), tuple((o, e.name) for o, e in c.fixes)) for c in chunks)
         if key not in cache:
             encoded = encode_chunks(components, chunks, clip_skip, device)
             missing = longest - len(chunks)
@@ -175,4 +238,4 @@ def encode_prompts(components, prompt: str, negative_prompt: str, clip_skip: int
         return cache[key]
 
     schedules = [[(end, encode(chunks)) for end, chunks in plan] for plan in plans]
-    return Conditioning(schedules[0], schedules[1], loras)
+    return Conditioning(schedules[0], schedules[1], list(used.values()))

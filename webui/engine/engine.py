@@ -81,8 +81,12 @@ class Engine:
 
         t = time.perf_counter()
         with torch.inference_mode():
+            embeddings, _ = self.models.embeddings_for(loaded)
             conditioning = encode_prompts(components, request.prompt, request.negative_prompt, request.clip_skip,
-                                          request.steps, device)
+                                          request.steps, device, embeddings)
+        if conditioning.embeddings_used:
+            prepared.infotext_extra.append(("TI hashes", ", ".join(f"{e.name}: {e.short_hash}"
+                                                                   for e in conditioning.embeddings_used)))
         timings["conditioning"] = time.perf_counter() - t
 
         result = GenerationResult([], [], [], [], model_title=loaded.title, request=request)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .hashes import HashCache, hashed_file
+from .embeddings import Embedding, EmbeddingLibrary
 from .lora import LoraFile, LoraPatcher, read_lora
 from .probe import CheckpointInfo, derive_configs, probe_tensors
 from .tensor_files import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, ModelFileError, iter_files, open_tensor_file
@@ -82,6 +83,7 @@ class ModelManager:
         self._probes: dict[tuple[str, int, float], CheckpointInfo] = {}
         self._resident: OrderedDict[Path, LoadedModel] = OrderedDict()
         self._lora_files: dict[tuple[str, float], LoraFile] = {}
+        self._embeddings = EmbeddingLibrary()
         self._lock = threading.RLock()
 
     # ---- scanning -------------------------------------------------------------------------
@@ -140,6 +142,11 @@ class ModelManager:
                 if not info.supported:
                     record["error"] = f"{info.family} checkpoints are not supported yet" if info.family == "sdxl" \
                         else "not a recognised Stable Diffusion checkpoint"
+            elif entry.kind == "embedding":
+                from .embeddings import read_embedding_vectors
+
+                vectors = read_embedding_vectors(entry.path)
+                record.update(vectors=int(vectors.shape[0]), width=int(vectors.shape[1]))
         except (ModelFileError, OSError) as e:
             record["error"] = str(e)
         return record
@@ -272,6 +279,13 @@ class ModelManager:
     def unload_all(self) -> None:
         for path in list(self._resident):
             self.unload(path)
+
+    def embeddings_for(self, loaded: LoadedModel) -> tuple[dict[str, Embedding], dict[str, str]]:
+        """Textual-inversion embeddings usable with ``loaded`` and those skipped, with the reason."""
+        return self.embeddings_for_width(loaded.components.text_encoder.config.hidden_size)
+
+    def embeddings_for_width(self, width: int) -> tuple[dict[str, Embedding], dict[str, str]]:
+        return self._embeddings.for_width(self.list("embedding"), width, self.hashes)
 
     def apply_loras(self, loaded: LoadedModel, tags) -> list[tuple[str, str]]:
         """Merge exactly the LoRAs named by ``tags`` (prompt ``<lora:...>`` tags) into ``loaded``;

@@ -14,7 +14,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -124,29 +124,10 @@ class PickledFile:
     """A ``.ckpt``-style file loaded with ``weights_only=True``; tensors mapped, not copied."""
 
     def __init__(self, path: str | Path):
-        import pickle
-        import zipfile
-
         import torch
 
         self.path = Path(path)
-        if self.path.stat().st_size == 0:
-            raise ModelFileError(f"{self.path.name}: file is empty")
-        try:
-            mmap = zipfile.is_zipfile(self.path)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": we refuse or load, quietly
-                state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=mmap)
-        except pickle.UnpicklingError as e:
-            reason = str(e).split("\n")[0]
-            if "Weights only load failed" in reason or "Unsupported global" in str(e) or "GLOBAL" in str(e):
-                raise ModelFileError(
-                    f"{self.path.name}: refused: this pickle needs more than tensors to load (it may run code); "
-                    f"only weights are loaded from .ckpt files. Convert it to .safetensors if you trust it. "
-                    f"Detail: {_unsafe_detail(str(e))}") from None
-            raise ModelFileError(f"{self.path.name}: corrupt or truncated checkpoint ({reason})") from None
-        except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-            raise ModelFileError(f"{self.path.name}: corrupt or truncated checkpoint ({str(e).splitlines()[0]})") from None
+        state = load_pickle(self.path)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         if not isinstance(state, dict):
@@ -170,6 +151,33 @@ class PickledFile:
 
     def read(self, key: str, scratch: bytearray | None = None):
         return self._tensors[key]
+
+
+def load_pickle(path: Path) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain containers only; anything else is refused
+    with the file named, and never executed."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path.name}: file is empty")
+    try:
+        mmap = zipfile.is_zipfile(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": we refuse or load, quietly
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        reason = str(e).split("\n")[0]
+        if "Weights only load failed" in reason or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+            raise ModelFileError(
+                f"{path.name}: refused: this pickle needs more than tensors to load (it may run code); "
+                f"only weights are loaded from pickled files. Convert it to .safetensors if you trust it. "
+                f"Detail: {_unsafe_detail(str(e))}") from None
+        raise ModelFileError(f"{path.name}: corrupt or truncated file ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ModelFileError(f"{path.name}: corrupt or truncated file ({str(e).splitlines()[0]})") from None
 
 
 def _unsafe_detail(message: str) -> str:

@@ -42,6 +42,17 @@ class WebUI:
     def vae_choices(self) -> list[str]:
         return ["Automatic", "None"] + [e.name for e in self.app.models.list("vae")]
 
+    def embeddings(self) -> dict:
+        """Textual-inversion embeddings that fit the chosen checkpoint (from its probe: no loading)."""
+        from ..model_manager import ModelFileError, ModelNotFound
+
+        try:
+            name = self.current_model()
+            info = self.app.models.probe(self.app.models.find(name)) if name else None
+        except (ModelNotFound, ModelFileError, OSError):
+            info = None
+        return self.app.models.embeddings_for_width(info.context_dim)[0] if info else {}
+
     def current_model(self) -> str | None:
         chosen = self.app.options.sd_model_checkpoint
         if chosen:

@@ -6,12 +6,13 @@ import gradio as gr
 from ..engine.conditioning import CHUNK, inspect_prompt
 
 
-def token_rows(tokenizer, text: str) -> tuple[list[list], int]:
-    report = inspect_prompt(tokenizer, text)
+def token_rows(tokenizer, text: str, embeddings: dict | None = None) -> tuple[list[list], int]:
+    report = inspect_prompt(tokenizer, text, embeddings)
     rows = []
     for number, chunk in enumerate(report["chunks"], 1):
         for token in chunk["tokens"]:
-            rows.append([len(rows) + 1, number, token["id"], token["text"].replace("</w>", "␣"),
+            rows.append([len(rows) + 1, number, token["id"] if token["id"] is not None else "embedding",
+                         token["text"].replace("</w>", "␣"),
                          round(token["weight"], 4), token["word"]])
     return rows, len(report["chunks"])
 
@@ -28,7 +29,7 @@ def build(ui):
                 "and `(word:1.5)`.")
 
     def run(text: str):
-        rows, chunks = token_rows(ui.tokenizer, text)
+        rows, chunks = token_rows(ui.tokenizer, text, ui.embeddings())
         return f"{len(rows)} tokens in {chunks} chunk(s) of {CHUNK}", rows
 
     button.click(run, prompt, [summary, table], queue=False)
