@@ -203,6 +203,8 @@ def test_interrupt_stops_a_long_run(page):
     set_number(page, "txt2img_height", 128)
     page.locator("#txt2img_generate").click()
     page.wait_for_function("document.querySelector('#txt2img_status').innerText.includes('Step 2/')")
+    page.wait_for_selector("#txt2img_preview img")  # the live preview (every 5 steps by default)
+    assert "ETA" in page.locator("#txt2img_status").inner_text()
     started = time.time()
     page.locator("#txt2img_interrupt").click()
     page.wait_for_function("document.querySelector('#txt2img_status').innerText.includes('interrupted')",

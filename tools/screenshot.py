@@ -45,6 +45,7 @@ def main() -> None:
             page.locator("#txt2img_generate").click()
             page.wait_for_function("document.querySelector('#txt2img_status').innerText.includes('Done')")
             time.sleep(1)
+            page.evaluate("window.scrollTo(0, 0)")
             args.out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.out), full_page=False)
             browser.close()

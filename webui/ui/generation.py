@@ -123,7 +123,7 @@ def _selected_seed(results: dict) -> int:
 
 def build_results(ui, tab: GenerationTab, send_targets: list[str]) -> None:
     tab.status = gr.HTML("", elem_id=f"{tab.name}_status")
-    tab.preview = gr.Image(label="Preview", visible=True, interactive=False, elem_id=f"{tab.name}_preview",
+    tab.preview = gr.Image(label="Preview", visible=False, interactive=False, elem_id=f"{tab.name}_preview",
                            height=160, format="png")
     tab.gallery = gr.Gallery(label="Output", elem_id=f"{tab.name}_gallery", columns=4, height=420, format="png",
                              interactive=False)
@@ -198,7 +198,7 @@ def make_run_handler(ui, tab: GenerationTab, build_extra: Callable[[dict], dict[
     app = ui.app
 
     def run(data: dict, request: gr.Request):
-        outputs_idle = {tab.preview: None}
+        outputs_idle = {tab.preview: gr.update(value=None, visible=False)}
         try:
             generation_request = request_from(tab, data, app, build_extra(data))
         except (RequestError, ValueError, TypeError) as e:
@@ -214,7 +214,7 @@ def make_run_handler(ui, tab: GenerationTab, build_extra: Callable[[dict], dict[
             update = {tab.status: progress_html(job, app.queue.position(job))}
             if job.progress.preview is not None and job.progress.preview is not shown_preview:
                 shown_preview = job.progress.preview
-                update[tab.preview] = shown_preview
+                update[tab.preview] = gr.update(value=shown_preview, visible=True)
             yield update
         ui.jobs.pop(_session(request), None)
         try:
@@ -231,7 +231,7 @@ def make_run_handler(ui, tab: GenerationTab, build_extra: Callable[[dict], dict[
         note = " (interrupted)" if result.interrupted else ""
         timing = result.timings.get("total", 0)
         yield {tab.gallery: files, tab.infotext: result.infotexts[0] if result.infotexts else "",
-               tab.results: results, tab.preview: None,
+               tab.results: results, tab.preview: gr.update(value=None, visible=False),
                tab.status: f"<div class='progress-text done'>Done{note}: {len(files)} image(s) in {timing:.1f}s</div>"}
 
     return run
