@@ -246,3 +246,14 @@ def test_auth_blocks_an_unauthenticated_page_load(browser, models_dir, tmp_path)
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_tokens_tab_shows_tokens_and_model_neighbours(page):
+    page.locator("#tab_tokens-button").click()
+    page.locator("#tokens_prompt textarea").fill("a (red:1.5) circle, BREAK square")
+    page.locator("#tokens_run").click()
+    page.wait_for_function("document.querySelector('#tokens_summary').innerText.includes('5 tokens in 2 chunk')")
+    assert "1.5" in page.locator("#tokens_table").inner_text()
+    page.locator("#tokens_neighbours_word textarea").fill("cat")
+    page.locator("#tokens_neighbours_run").click()
+    page.wait_for_function("document.querySelector('#tokens_model_result').innerText.includes('similarity')")

@@ -139,3 +139,18 @@ def test_tokens_with_a_model_shows_its_embeddings(flags):
     assert "wide-emb" in report["embeddings_skipped"]
     listing = {m["name"]: m for m in json.loads(run("models", "--json", *flags).stdout)["models"]}
     assert listing["tri-emb.safetensors"]["vectors"] == 3 and "error" in listing["bad-emb.pt"]
+
+
+def test_tokens_neighbours_and_compare(flags):
+    proc = run("tokens", "a red circle", "--model", "tiny-sd1", "--neighbours", "red", "--count", "5",
+               "--compare", "a red circle", "--json", *flags)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    neighbours = report["neighbours"]["neighbours"]
+    similarities = [n["similarity"] for n in neighbours]
+    assert len(neighbours) == 5 and similarities == sorted(similarities, reverse=True)
+    assert all(n["text"] != "red</w>" for n in neighbours)  # the word itself is not its own neighbour
+    assert report["compare"]["token_similarity"] == 1.0 and report["compare"]["conditioning_similarity"] == 1.0
+    other = json.loads(run("tokens", "a red circle", "--model", "tiny-sd1", "--compare", "blue square dog",
+                           "--json", *flags).stdout)["compare"]
+    assert other["token_similarity"] < 0.99 and other["conditioning_similarity"] < 0.999

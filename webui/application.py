@@ -39,4 +39,10 @@ class App:
         """The single worker that owns the device; UI and API submit jobs here."""
         from .engine import GenerationQueue
 
-        return GenerationQueue(lambda job: self.engine.generate(job.request, job))
+        return GenerationQueue(self._run_job)
+
+    def _run_job(self, job):
+        """A generation request, or a small model task (a callable taking the App), on the worker."""
+        if callable(job.request):
+            return job.request(self)
+        return self.engine.generate(job.request, job)

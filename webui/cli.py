@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument("prompt")
     tokens.add_argument("--negative-prompt", default=None)
     tokens.add_argument("--model", help="checkpoint whose tokenizer to use (all SD 1.x/2.x share one vocabulary)")
+    tokens.add_argument("--neighbours", metavar="WORD", help="nearest tokens to WORD in the model's embedding table")
+    tokens.add_argument("--count", type=int, default=8, help="how many neighbours")
+    tokens.add_argument("--compare", metavar="TEXT", help="similarity of PROMPT and TEXT (tokens and conditioning)")
     tokens.add_argument("--json", action="store_true")
 
     pnginfo = sub.add_parser("pnginfo", help="show the generation parameters stored in an image")
@@ -223,11 +226,28 @@ def cmd_tokens(args) -> int:
     if args.negative_prompt is not None:
         report["negative"] = inspect_prompt(tokenizer, args.negative_prompt, embeddings)
     report["embeddings_skipped"] = skipped
+    if args.neighbours or args.compare:
+        from .engine.inspector import compare, nearest_tokens
+
+        try:
+            loaded = manager.get(args.model)
+        except (ModelNotFound, ModelFileError) as e:
+            raise UserError(str(e)) from None
+        if args.neighbours:
+            report["neighbours"] = nearest_tokens(loaded.components, args.neighbours, max(1, args.count))
+        if args.compare:
+            report["compare"] = compare(loaded.components, args.prompt, args.compare, 1, embeddings)
     lines = []
     for number, chunk in enumerate(report["chunks"], 1):
         lines.append(f"chunk {number}: {chunk['count']}/75")
         lines += [f"  {t['id'] if t['id'] is not None else '':>6}  {t['text'].replace('</w>', '␣'):<16} "
                   f"{t['weight']:<8g} {t['word']}" for t in chunk["tokens"]]
     lines.append(f"total {report['total']} tokens")
+    if "neighbours" in report:
+        lines.append(f"nearest to {args.neighbours!r}: " + ", ".join(
+            f"{n['text'].replace('</w>', '␣')} ({n['similarity']:.2f})" for n in report["neighbours"]["neighbours"]))
+    if "compare" in report:
+        c = report["compare"]
+        lines.append(f"similarity: tokens {c['token_similarity']:.3f}, conditioning {c['conditioning_similarity']:.3f}")
     _emit(args, report, "\n".join(lines))
     return 0

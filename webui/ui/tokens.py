@@ -34,4 +34,39 @@ def build(ui):
 
     button.click(run, prompt, [summary, table], queue=False)
     prompt.submit(run, prompt, [summary, table], queue=False)
+
+    gr.Markdown("#### In the model's embedding space (loads the selected checkpoint)")
+    with gr.Row():
+        word = gr.Textbox(label="Nearest tokens to", placeholder="man", elem_id="tokens_neighbours_word")
+        other = gr.Textbox(label="Compare the prompt above with", placeholder="a photo of a dog",
+                           elem_id="tokens_compare_text")
+    with gr.Row():
+        neighbours_button = gr.Button("Find neighbours", elem_id="tokens_neighbours_run")
+        compare_button = gr.Button("Compare", elem_id="tokens_compare_run")
+    result = gr.JSON(label="Result", elem_id="tokens_model_result")
+
+    def on_model(task):
+        """Run a small task on the engine's worker (it owns the model) and wait for it."""
+        model = ui.current_model()
+        job = ui.app.queue.submit(lambda app: task(app.models.get(model)))
+        try:
+            return job.wait(600)
+        except Exception as e:
+            raise gr.Error(str(e)) from None
+
+    def find_neighbours(text: str):
+        from ..engine.inspector import nearest_tokens
+
+        if not (text or "").strip():
+            raise gr.Error("Type a word first")
+        return on_model(lambda loaded: nearest_tokens(loaded.components, text.strip(), 10))
+
+    def compare_texts(first: str, second: str):
+        from ..engine.inspector import compare
+
+        return on_model(lambda loaded: compare(loaded.components, first or "", second or "", 1,
+                                               ui.app.models.embeddings_for(loaded)[0]))
+
+    neighbours_button.click(find_neighbours, word, result, concurrency_limit=None)
+    compare_button.click(compare_texts, [prompt, other], result, concurrency_limit=None)
     return {"prompt": prompt}
