@@ -6,7 +6,7 @@ import gradio as gr
 from ..engine.conditioning import CHUNK, inspect_prompt
 
 
-def token_rows(tokenizer, text: str, embeddings: dict | None = None) -> tuple[list[list], int]:
+def token_rows(tokenizer, text: str, embeddings: dict | None = None) -> tuple[list[list], int, list]:
     report = inspect_prompt(tokenizer, text, embeddings)
     rows = []
     for number, chunk in enumerate(report["chunks"], 1):
@@ -14,7 +14,7 @@ def token_rows(tokenizer, text: str, embeddings: dict | None = None) -> tuple[li
             rows.append([len(rows) + 1, number, token["id"] if token["id"] is not None else "embedding",
                          token["text"].replace("</w>", "␣"),
                          round(token["weight"], 4), token["word"]])
-    return rows, len(report["chunks"])
+    return rows, len(report["chunks"]), report["loras"]
 
 
 def build(ui):
@@ -29,8 +29,11 @@ def build(ui):
                 "and `(word:1.5)`.")
 
     def run(text: str):
-        rows, chunks = token_rows(ui.tokenizer, text, ui.embeddings())
-        return f"{len(rows)} tokens in {chunks} chunk(s) of {CHUNK}", rows
+        rows, chunks, loras = token_rows(ui.tokenizer, text, ui.embeddings())
+        per_chunk = ", ".join(f"{sum(1 for r in rows if r[1] == n)}/{CHUNK}" for n in range(1, chunks + 1))
+        lora_text = "; LoRA: " + ", ".join(f"{t['name']} (text {t['te_weight']:g}, UNet {t['unet_weight']:g})"
+                                           for t in loras) if loras else ""
+        return f"{len(rows)} tokens in {chunks} chunk(s) of {CHUNK} ({per_chunk}){lora_text}", rows
 
     button.click(run, prompt, [summary, table], queue=False)
     prompt.submit(run, prompt, [summary, table], queue=False)
