@@ -153,6 +153,13 @@ def cmd_generate(args) -> int:
     try:
         requests = [GenerationRequest(prompt=p, **base).validated() for p in prompts]
         app = App(settings)
+        if not args.model:
+            from .model_manager.manager import DEMO_CHECKPOINT
+
+            if app.models.default_checkpoint().path.resolve() == DEMO_CHECKPOINT.resolve():
+                logging.getLogger(__name__).info(
+                    "no checkpoints of your own in %s: using the built-in demo model (coloured shapes, 64x64)",
+                    settings.paths.checkpoints)
         images, seeds, infotexts = [], [], []
         for request in requests:
             result = app.engine.generate(request)
