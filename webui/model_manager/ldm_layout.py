@@ -66,21 +66,16 @@ def unet_source(name: str, config: Mapping[str, Any]) -> Source:
     """LDM key of a ``UNet2DConditionModel`` parameter."""
     per = _layers_per_block(config) + 1  # LDM counts each down level's resnets plus its downsampler
     up_has_attention = ["CrossAttn" in t for t in config["up_block_types"]]
-    m = re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", name)
+    m = re.match(r"(down|up)_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", name)
     if m:
-        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        side, i, kind, j, rest = m[1], int(m[2]), m[3], int(m[4]), m[5]
+        block = f"input_blocks.{1 + i * per + j}" if side == "down" else f"output_blocks.{i * per + j}"
         if kind == "resnets":
-            return Source(f"{UNET_PREFIX}input_blocks.{1 + i * per + j}.0.{_replace_prefix(rest, _RESNET_UNET)}")
-        return Source(f"{UNET_PREFIX}input_blocks.{1 + i * per + j}.1.{rest}")
+            return Source(f"{UNET_PREFIX}{block}.0.{_replace_prefix(rest, _RESNET_UNET)}")
+        return Source(f"{UNET_PREFIX}{block}.1.{rest}")
     m = re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", name)
     if m:
         return Source(f"{UNET_PREFIX}input_blocks.{(int(m[1]) + 1) * per}.0.op.{m[2]}")
-    m = re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", name)
-    if m:
-        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-        if kind == "resnets":
-            return Source(f"{UNET_PREFIX}output_blocks.{i * per + j}.0.{_replace_prefix(rest, _RESNET_UNET)}")
-        return Source(f"{UNET_PREFIX}output_blocks.{i * per + j}.1.{rest}")
     m = re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", name)
     if m:
         i = int(m[1])
