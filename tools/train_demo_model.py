@@ -447,6 +447,15 @@ def stage_unet(args, device):
             # colour, which the model would otherwise read from the (random) initial
             # noise instead of from the prompt.
             noise = noise + args.noise_offset * torch.randn(z0.shape[0], z0.shape[1], 1, 1, generator=gen)
+        if args.pyramid_noise:
+            # multi-resolution noise: the same leak carries the layout (low spatial
+            # frequencies) at high t, so the model would take the shape's position from
+            # the initial noise instead of the prompt; masking it forces the text path.
+            b, c, h, w = z0.shape
+            for i, r in enumerate((8, 4, 2)):
+                low = torch.randn(b, c, r, r, generator=gen)
+                noise = noise + args.pyramid_noise ** (i + 1) * F.interpolate(low, size=(h, w), mode="bilinear")
+            noise = noise / noise.std(dim=(1, 2, 3), keepdim=True)
         noise = noise.to(device)
         t_uni = torch.randint(0, 1000, (args.batch,), generator=gen)
         t_hi = torch.randint(500, 1000, (args.batch,), generator=gen)
@@ -560,6 +569,8 @@ def main(argv=None):
                    help="fraction of timesteps drawn from the high-noise half [500,1000)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--noise-offset", type=float, default=0.1, help="UNet: offset-noise strength (0 = off)")
+    p.add_argument("--pyramid-noise", type=float, default=0.0,
+                   help="UNet: multi-resolution noise discount (8x8, 4x4, 2x2 scales; 0 = off)")
     p.add_argument("--eval-n", type=int, default=64, help="prompts in the in-training evaluation")
     p.add_argument("--out", type=Path, default=REPO / "models" / "Stable-diffusion" / "demo-shapes.safetensors")
     p.add_argument("--weights", choices=["best", "ema", "raw"], default="best", help="export: which UNet weights")
