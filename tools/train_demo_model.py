@@ -434,6 +434,9 @@ def stage_unet(args, device):
     t_start, last_save, s0 = time.time(), time.time(), step
     while step < args.steps:
         lr = base_lr * min(1.0, (step + 1) / 200)
+        if args.lr_decay_start and step >= args.lr_decay_start:  # cosine to 10% at --steps
+            f = (step - args.lr_decay_start) / max(1, args.steps - args.lr_decay_start)
+            lr = base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(f, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
         idx = rng.integers(0, len(latents), args.batch)
@@ -465,7 +468,15 @@ def stage_unet(args, device):
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         enc = te(ids_for(caps).to(device)).last_hidden_state
         pred = unet(zt, t, encoder_hidden_states=enc).sample
-        loss = F.mse_loss(pred, noise)
+        if args.snr_weight_cap:
+            # epsilon loss = SNR * x0 loss: at high t (where layout is decided) x0 errors
+            # barely count. Weight by 1 + 1/SNR (the v-prediction weighting), capped.
+            snr = a.view(-1) / (1 - a.view(-1))
+            w = (1 + 1 / snr).clamp(max=args.snr_weight_cap)
+            per = (pred - noise).pow(2).mean(dim=(1, 2, 3))
+            loss = (w * per).sum() / w.sum()
+        else:
+            loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -569,6 +580,10 @@ def main(argv=None):
                    help="fraction of timesteps drawn from the high-noise half [500,1000)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--noise-offset", type=float, default=0.1, help="UNet: offset-noise strength (0 = off)")
+    p.add_argument("--snr-weight-cap", type=float, default=0.0,
+                   help="UNet: weight the loss by min(1 + 1/SNR, cap) (0 = plain epsilon MSE)")
+    p.add_argument("--lr-decay-start", type=int, default=0,
+                   help="UNet: cosine-decay the lr from this step to 10%% at --steps (0 = constant lr)")
     p.add_argument("--pyramid-noise", type=float, default=0.0,
                    help="UNet: multi-resolution noise discount (8x8, 4x4, 2x2 scales; 0 = off)")
     p.add_argument("--eval-n", type=int, default=64, help="prompts in the in-training evaluation")
