@@ -86,6 +86,9 @@ def worker(impl: str, checkpoint: Path, device: str, sizes: list[tuple[int, int]
         from webui.engine import Engine
 
         engine = Engine(manager)
+        # Import the model classes first, as the diffusers run does, so "load" measures loading.
+        from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
+        from transformers import CLIPTextModel  # noqa: F401
         result["rss_after_import"] = rss_now_bytes()
         started = time.perf_counter()
         loaded = manager.get(checkpoint.name)

@@ -64,7 +64,15 @@ def fill_module(module, tensors: SafetensorsFile | PickledFile, locate: Callable
         except LayoutError as e:
             raise ModelFileError(f"{file_name}: {e}") from None
     present = [s.key for s in sources.values() if s.key in tensors]
-    scratch = bytearray(max((tensors.nbytes(k) for k in present), default=0))
+    scratch = torch.empty(max((tensors.nbytes(k) for k in present), default=0), dtype=torch.uint8)
+    # All floating-point parameters live in one allocation: one large block instead of a thousand
+    # small ones faults its pages in far faster and leaves nothing to fragment.
+    floating = [n for n, t in expected.items() if t.is_floating_point()]
+    storage = torch.empty(sum(expected[n].numel() for n in floating), dtype=dtype)
+    offsets, position = {}, 0
+    for n in floating:
+        offsets[n] = position
+        position += expected[n].numel()
     for name, target in expected.items():
         source = sources[name]
         if source.key not in tensors:
@@ -74,8 +82,11 @@ def fill_module(module, tensors: SafetensorsFile | PickledFile, locate: Callable
         if tuple(tensor.shape) != tuple(target.shape):
             raise ModelFileError(f"{file_name}: {component} tensor {source.key} has shape {list(tensor.shape)}, "
                                  f"the model config expects {list(target.shape)}")
-        # empty + copy_: 8x faster than .to() for tensors viewing the read buffer (measured)
-        state[name] = torch.empty(tensor.shape, dtype=dtype if tensor.is_floating_point() else tensor.dtype).copy_(tensor)
+        if name in offsets:
+            start = offsets[name]
+            state[name] = storage[start:start + target.numel()].view(target.shape).copy_(tensor)
+        else:
+            state[name] = tensor.clone()
         used.add(source.key)
         del tensor
     if missing:

@@ -93,19 +93,22 @@ class SafetensorsFile:
         _, _, begin, end = self._entries[key]
         return end - begin
 
-    def read(self, key: str, scratch: bytearray | None = None):
+    def read(self, key: str, scratch=None):
         """One tensor in its stored dtype, read with plain file reads (no mapping of the file).
 
-        With ``scratch`` (at least ``nbytes(key)`` long) the tensor is a view of that buffer, valid
-        until the next read into it: loading reuses one buffer instead of allocating per tensor,
-        which keeps the heap from fragmenting while the model's own tensors are allocated.
+        With ``scratch`` (a uint8 tensor of at least ``nbytes(key)``) the result is a view of it, valid
+        until the next read into it: loading reuses one aligned buffer instead of allocating per
+        tensor, and converting from an aligned buffer takes the vectorised path.
         """
         import torch
 
         dtype, shape, begin, end = self._entries[key]
         size = end - begin
-        buffer = scratch if scratch is not None else bytearray(size)
-        view = memoryview(buffer)[:size]
+        torch_dtype = getattr(torch, _DTYPES[dtype])
+        if not size:
+            return torch.empty(shape, dtype=torch_dtype)
+        buffer = scratch[:size] if scratch is not None else torch.empty(size, dtype=torch.uint8)
+        view = memoryview(buffer.numpy()).cast("B")
         with open(self.path, "rb", buffering=0) as f:
             f.seek(self._data_start + begin)
             got = 0
@@ -114,10 +117,7 @@ class SafetensorsFile:
                 if not n:
                     raise ModelFileError(f"{self.path.name}: file is truncated while reading {key!r}")
                 got += n
-        torch_dtype = getattr(torch, _DTYPES[dtype])
-        if not size:
-            return torch.empty(shape, dtype=torch_dtype)
-        return torch.frombuffer(buffer, dtype=torch_dtype, count=size // _ITEM_SIZE[dtype]).reshape(shape)
+        return buffer.view(torch_dtype).reshape(shape)
 
 
 class PickledFile:
@@ -149,7 +149,7 @@ class PickledFile:
         t = self._tensors[key]
         return t.numel() * t.element_size()
 
-    def read(self, key: str, scratch: bytearray | None = None):
+    def read(self, key: str, scratch=None):
         return self._tensors[key]
 
 
