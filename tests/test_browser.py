@@ -257,3 +257,18 @@ def test_tokens_tab_shows_tokens_and_model_neighbours(page):
     page.locator("#tokens_neighbours_word textarea").fill("cat")
     page.locator("#tokens_neighbours_run").click()
     page.wait_for_function("document.querySelector('#tokens_model_result').innerText.includes('similarity')")
+
+
+def test_send_to_inpaint_and_img2img_carry_image_and_settings(page):
+    page.locator("#txt2img_prompt textarea").fill("a green triangle")
+    small_settings(page, "txt2img", 777, steps=2)
+    page.locator("#txt2img_generate").click()
+    gallery_image(page, "txt2img")
+    page.locator("#txt2img_send_to_img2img").click()
+    page.wait_for_function("document.querySelector('#img2img_prompt textarea').value === 'a green triangle'")
+    assert page.locator("#img2img_seed input").input_value() == "777"
+    page.wait_for_selector("#img2img_image img")
+    page.locator("#tab_txt2img-button").click()
+    page.locator("#txt2img_send_to_inpaint").click()
+    page.wait_for_function("document.querySelector('#inpaint_prompt textarea').value === 'a green triangle'")
+    page.wait_for_selector("#inpaint_editor canvas")

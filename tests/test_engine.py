@@ -280,3 +280,21 @@ def test_inpainting_models_also_do_txt2img_and_img2img(app, base_request, model)
     txt = app.engine.generate(base_request.with_changes(model=model))
     img = app.engine.generate(base_request.with_changes(model=model, init_image=txt.images[0], denoising_strength=0.5))
     assert pixels(txt.images[0]).std() > 1 and img.images[0].size == (64, 64)
+
+
+def test_queue_reports_places_in_line_and_a_cancelled_waiting_job_never_runs(app, base_request):
+    import threading
+
+    release = threading.Event()
+    blocker = app.queue.submit(lambda _app: release.wait(60))
+    second = app.queue.submit(base_request)
+    third = app.queue.submit(base_request.with_changes(seed=7))
+    for _ in range(100):
+        if app.queue.current is blocker:
+            break
+        threading.Event().wait(0.05)
+    assert (app.queue.position(blocker), app.queue.position(second), app.queue.position(third)) == (0, 1, 2)
+    third.interrupt()
+    release.set()
+    assert second.wait(120).seeds == [1234]
+    assert third.wait(120) is None  # interrupted before it started: nothing ran
