@@ -130,6 +130,9 @@ class WebUI:
                        target.sampler: "sampler", target.schedule: "schedule", target.cfg_scale: "cfg_scale",
                        target.seed: "seed", target.width: "width", target.height: "height",
                        target.subseed: "subseed", target.subseed_strength: "subseed_strength"}
+            strength = target.extra_inputs.get("denoising_strength")
+            if strength is not None:
+                mapping[strength] = "denoising_strength"
             return {component: values[key] for component, key in mapping.items() if key in values}
 
         def image_component(target_name: str):
@@ -184,7 +187,7 @@ class WebUI:
                        target.schedule, target.cfg_scale, target.seed, target.width, target.height, target.subseed,
                        target.subseed_strength]
             if target_name == "img2img":
-                outputs.append(target.extra_inputs["image"])
+                outputs += [target.extra_inputs["image"], target.extra_inputs["denoising_strength"]]
 
             def send_info(path, _target=target, _name=target_name):
                 text, fields = pnginfo.read(path)
