@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -45,9 +46,9 @@ def start_server(models_dir: Path, tmp: Path, *extra: str) -> tuple[subprocess.P
         try:
             urllib.request.urlopen(url, timeout=2)
             return proc, url
-        except OSError as e:
-            if getattr(e, "code", None) == 401:
-                return proc, url
+        except urllib.error.HTTPError:  # it answered (401 behind auth, 404 at / for the API alone)
+            return proc, url
+        except OSError:
             time.sleep(0.5)
     proc.kill()
     raise RuntimeError("server did not start: " + (tmp / f"server-{port}.log").read_text())

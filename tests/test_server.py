@@ -23,3 +23,16 @@ def test_auth_entries_parse_from_flag_and_file(tmp_path):
     path = tmp_path / "auth.txt"
     path.write_text("bob:pw2\ncarol:p:w3\n")
     assert parse_auth("alice:pw1", path) == [("alice", "pw1"), ("bob", "pw2"), ("carol", "p:w3")]
+
+
+def test_api_flag_mounts_sdapi_beside_the_ui(models_dir, tmp_path):
+    import json
+
+    proc, url = start_server(models_dir, tmp_path, "--api")
+    try:
+        assert urllib.request.urlopen(url, timeout=10).status == 200  # the UI
+        samplers = json.loads(urllib.request.urlopen(url + "/sdapi/v1/samplers", timeout=10).read())
+        assert "DPM++ 2M" in [s["name"] for s in samplers]
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -33,6 +33,9 @@ class Settings:
     share: bool = False
     gradio_auth: str | None = None
     gradio_auth_path: Path | None = None
+    api: bool = False
+    nowebui: bool = False
+    api_auth: str | None = None
 
     @property
     def paths(self):
@@ -80,6 +83,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--share", action="store_true", default=None, help="create a public Gradio share link")
     group.add_argument("--gradio-auth", default=None, metavar="USER:PASS[,USER2:PASS2]", help="require a login")
     group.add_argument("--gradio-auth-path", type=Path, default=None, help="file with user:pass entries")
+    group.add_argument("--api", action="store_true", default=None, help="serve the A1111 API (/sdapi/v1) too")
+    group.add_argument("--nowebui", action="store_true", default=None, help="serve only the API (port 7861)")
+    group.add_argument("--api-auth", default=None, metavar="USER:PASS[,...]", help="HTTP Basic auth for the API")
 
 
 def load_settings(args: argparse.Namespace) -> Settings:

@@ -47,6 +47,9 @@ def serve(settings: Settings, block: bool = True):
     elif all(e.path.resolve() == DEMO_CHECKPOINT.resolve() for e in checkpoints):
         log.info("no checkpoints of your own in %s: using the built-in demo model %s",
                  settings.paths.checkpoints, DEMO_CHECKPOINT.name)
+    api_auth = parse_auth(settings.api_auth, None)
+    if settings.nowebui:
+        return serve_api_only(app, settings, api_auth, started, block)
     auth = parse_auth(settings.gradio_auth, settings.gradio_auth_path)
     if (settings.listen or settings.share) and not auth:
         log.warning("WARNING: the UI is exposed (%s) without --gradio-auth: anyone who can reach it can use it",
@@ -57,11 +60,15 @@ def serve(settings: Settings, block: bool = True):
     gradio_output = io.StringIO()
     # Gradio prints a long download guide when the share tunnel cannot be made; we say it in one line.
     with contextlib.redirect_stdout(gradio_output):
-        _, local_url, share_url = demo.launch(
+        server_app, local_url, share_url = demo.launch(
             server_name="0.0.0.0" if settings.listen else "127.0.0.1", server_port=port, share=settings.share,
             auth=auth or None, prevent_thread_lock=True, quiet=True, show_error=True, css=CSS,
             allowed_paths=[str(settings.outputs_dir.resolve()), str(ui.temp_dir)], footer_links=[])
-    app.server_url = local_url
+    if settings.api:
+        from .api import install_api
+
+        install_api(server_app, app, api_auth)
+        log.info("API: %s/sdapi/v1", local_url.rstrip("/"))
     log.info("Running on local URL:  http://%s:%d (ready in %.1f s)",
              "0.0.0.0" if settings.listen else "127.0.0.1", port, time.perf_counter() - started)
     if settings.share:
@@ -78,4 +85,33 @@ def serve(settings: Settings, block: bool = True):
         pass
     finally:
         demo.close()
+    return 0
+
+
+def serve_api_only(app, settings: Settings, auth, started: float, block: bool):
+    """``--nowebui``: the A1111 API alone (FastAPI + uvicorn), port 7861 by default as in A1111."""
+    import threading
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from .api import install_api
+
+    api = FastAPI(title="sdwebui API", version="1")
+    install_api(api, app, auth)
+    host = "0.0.0.0" if settings.listen else "127.0.0.1"
+    port = settings.port or 7861
+    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    log.info("API running on http://%s:%d/sdapi/v1 (docs at /docs; ready in %.1f s)", host, port,
+             time.perf_counter() - started)
+    if not block:
+        return server, f"http://{host}:{port}"
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.should_exit = True
     return 0
