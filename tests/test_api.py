@@ -178,3 +178,12 @@ def test_api_auth_rejects_wrong_credentials(models_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_infotext_field_fills_what_the_request_leaves_out(api_server):
+    text = "a green triangle\nNegative prompt: blurry\nSteps: 2, Sampler: DDIM, CFG scale: 5, Seed: 77, Size: 64x64"
+    code, payload = post(api_server, "/sdapi/v1/txt2img", {"infotext": text, "seed": 78})
+    assert code == 200, payload
+    info = json.loads(payload["info"])
+    assert info["prompt"] == "a green triangle" and info["negative_prompt"] == "blurry"
+    assert info["all_seeds"] == [78] and info["sampler_name"] == "DDIM" and info["steps"] == 2

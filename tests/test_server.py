@@ -33,6 +33,9 @@ def test_api_flag_mounts_sdapi_beside_the_ui(models_dir, tmp_path):
         assert urllib.request.urlopen(url, timeout=10).status == 200  # the UI
         samplers = json.loads(urllib.request.urlopen(url + "/sdapi/v1/samplers", timeout=10).read())
         assert "DPM++ 2M" in [s["name"] for s in samplers]
+        assert urllib.request.urlopen(url + "/docs", timeout=10).status == 200
+        schema = json.loads(urllib.request.urlopen(url + "/openapi.json", timeout=10).read())
+        assert "/sdapi/v1/txt2img" in schema["paths"]
     finally:
         proc.terminate()
         proc.wait(20)

@@ -137,6 +137,16 @@ def build_api(app) -> APIRouter:
             vae=overrides.get("sd_vae") or app.options.sd_vae or None,
             clip_skip=int(overrides.get("CLIP_stop_at_last_layers", app.options.CLIP_stop_at_last_layers)),
             output_format=overrides.get("samples_format", app.options.samples_format))
+        if body.infotext:  # A1111: fields from an infotext fill what the request did not set itself
+            given = body.model_fields_set
+            names = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps",
+                     "sampler": "sampler_name", "schedule": "scheduler", "cfg_scale": "cfg_scale", "seed": "seed",
+                     "width": "width", "height": "height", "subseed": "subseed",
+                     "subseed_strength": "subseed_strength", "denoising_strength": "denoising_strength",
+                     "clip_skip": "CLIP_stop_at_last_layers", "model": "sd_model_checkpoint"}
+            for key, value in infotext.request_fields(infotext.parse(body.infotext)).items():
+                if names.get(key) not in given and key not in ("model", "clip_skip", "vae"):
+                    fields[key] = value
         if body.script_name:
             raise RequestError("script_name", f"script {body.script_name!r} is not available")
         if (body.model_extra or {}).get("enable_hr"):
@@ -371,6 +381,13 @@ def install_api(fastapi_app: FastAPI, app, auth: list[tuple[str, str]] | None = 
 
         dependencies.append(Depends(check))
     fastapi_app.include_router(build_api(app), dependencies=dependencies)
+    fastapi_app.openapi_schema = None  # regenerate with our routes
+    if not any(getattr(route, "path", None) == "/docs" for route in fastapi_app.routes):
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        fastapi_app.add_api_route("/docs", lambda: get_swagger_ui_html(openapi_url="/openapi.json",
+                                                                       title="sdwebui API"),
+                                  methods=["GET"], include_in_schema=False)
 
 
 __all__ = ["build_api", "install_api"]
