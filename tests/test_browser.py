@@ -120,14 +120,14 @@ def small_settings(page, tab: str, seed: int, steps: int = 3) -> None:
 def test_txt2img_generates_an_image_that_carries_prompt_and_seed(page):
     page.locator("#txt2img_prompt textarea").fill("a red circle at the top left")
     # live token counter
-    page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.includes('7/75')")
+    page.wait_for_function("document.querySelector('#txt2img_token_counter')?.innerText.includes('7/75')")
     small_settings(page, "txt2img", 4242)
     page.locator("#txt2img_generate").click()
     image, data = gallery_image(page, "txt2img")
     assert image.size == (64, 64)
     params = image.info.get("parameters", "")
     assert params.startswith("a red circle at the top left\n") and "Seed: 4242," in params
-    page.wait_for_function("document.querySelector('#txt2img_status').innerText.includes('Done')")
+    page.wait_for_function("document.querySelector('#txt2img_status')?.innerText.includes('Done')")
     assert "Seed: 4242" in page.locator("#html_info_txt2img textarea").input_value()
 
 
@@ -189,10 +189,10 @@ def test_png_info_round_trip_fills_txt2img(page, server):
     page.locator("#txt2img_seed input").fill("-1")
     page.locator("#tab_pnginfo-button").click()
     page.locator("#pnginfo_image input[type=file]").set_input_files(str(saved))
-    page.wait_for_function("document.querySelector('#pnginfo_text textarea').value.includes('Seed: 3131')")
+    page.wait_for_function("document.querySelector('#pnginfo_text textarea')?.value.includes('Seed: 3131')")
     page.locator("#pnginfo_send_to_txt2img").click()
     page.wait_for_function(
-        "document.querySelector('#txt2img_prompt textarea').value === 'a purple square, small'")
+        "document.querySelector('#txt2img_prompt textarea')?.value === 'a purple square, small'")
     assert page.locator("#txt2img_seed input").input_value() == "3131"
     assert page.locator("#txt2img_steps input[type=number]").first.input_value() == "2"
 
@@ -203,12 +203,12 @@ def test_interrupt_stops_a_long_run(page):
     set_number(page, "txt2img_width", 128)
     set_number(page, "txt2img_height", 128)
     page.locator("#txt2img_generate").click()
-    page.wait_for_function("document.querySelector('#txt2img_status').innerText.includes('Step 2/')")
+    page.wait_for_function("document.querySelector('#txt2img_status')?.innerText.includes('Step 2/')")
     page.wait_for_selector("#txt2img_preview img")  # the live preview (every 5 steps by default)
     assert "ETA" in page.locator("#txt2img_status").inner_text()
     started = time.time()
     page.locator("#txt2img_interrupt").click()
-    page.wait_for_function("document.querySelector('#txt2img_status').innerText.includes('interrupted')",
+    page.wait_for_function("document.querySelector('#txt2img_status')?.innerText.includes('interrupted')",
                            timeout=30_000)
     assert time.time() - started < 30
     assert "Step 150/150" not in page.locator("#txt2img_status").inner_text()
@@ -253,11 +253,11 @@ def test_tokens_tab_shows_tokens_and_model_neighbours(page):
     page.locator("#tab_tokens-button").click()
     page.locator("#tokens_prompt textarea").fill("a (red:1.5) circle, BREAK square")
     page.locator("#tokens_run").click()
-    page.wait_for_function("document.querySelector('#tokens_summary').innerText.includes('5 tokens in 2 chunk')")
+    page.wait_for_function("document.querySelector('#tokens_summary')?.innerText.includes('5 tokens in 2 chunk')")
     assert "1.5" in page.locator("#tokens_table").inner_text()
     page.locator("#tokens_neighbours_word textarea").fill("cat")
     page.locator("#tokens_neighbours_run").click()
-    page.wait_for_function("document.querySelector('#tokens_model_result').innerText.includes('similarity')")
+    page.wait_for_function("document.querySelector('#tokens_model_result')?.innerText.includes('similarity')")
 
 
 def test_send_to_inpaint_and_img2img_carry_image_and_settings(page):
@@ -266,10 +266,10 @@ def test_send_to_inpaint_and_img2img_carry_image_and_settings(page):
     page.locator("#txt2img_generate").click()
     gallery_image(page, "txt2img")
     page.locator("#txt2img_send_to_img2img").click()
-    page.wait_for_function("document.querySelector('#img2img_prompt textarea').value === 'a green triangle'")
+    page.wait_for_function("document.querySelector('#img2img_prompt textarea')?.value === 'a green triangle'")
     assert page.locator("#img2img_seed input").input_value() == "777"
     page.wait_for_selector("#img2img_image img")
     page.locator("#tab_txt2img-button").click()
     page.locator("#txt2img_send_to_inpaint").click()
-    page.wait_for_function("document.querySelector('#inpaint_prompt textarea').value === 'a green triangle'")
+    page.wait_for_function("document.querySelector('#inpaint_prompt textarea')?.value === 'a green triangle'")
     page.wait_for_selector("#inpaint_editor canvas")
