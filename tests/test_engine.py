@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from webui.engine import GenerationRequest, Job, RequestError
+from webui.engine import Job, RequestError
 from webui.engine.samplers import SAMPLERS, available_sampler_names
 
 

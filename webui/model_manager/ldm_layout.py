@@ -218,7 +218,7 @@ def diffusers_to_ldm(unet=None, vae=None, text_encoder=None, family: str = "sd1"
         if family == "sd2":
             last = text_encoder.config.num_hidden_layers
             block = f"{OPENCLIP_PREFIX}transformer.resblocks.{last}."
-            template = {k[len(f"encoder.layers.0."):]: v for k, v in state.items() if k.startswith("encoder.layers.0.")}
+            template = {k[len("encoder.layers.0."):]: v for k, v in state.items() if k.startswith("encoder.layers.0.")}
             for name, tensor in _export(template, lambda n: openclip_source("encoder.layers.0." + n)).items():
                 out[block + name.split(".resblocks.0.", 1)[1]] = torch.zeros_like(tensor)
             width = text_encoder.config.hidden_size

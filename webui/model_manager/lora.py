@@ -103,8 +103,6 @@ class LoraPatcher:
 
     def apply(self, components, loras: list[tuple[LoraFile, float, float]]) -> None:
         """Make the model carry exactly ``loras`` ((file, te_weight, unet_weight), ...)."""
-        import torch
-
         wanted = tuple((lora.name, te, unet) for lora, te, unet in loras if te or unet)
         if wanted == self.applied:
             return

@@ -19,7 +19,7 @@ from .hashes import HashCache, hashed_file
 from .embeddings import Embedding, EmbeddingLibrary
 from .lora import LoraFile, LoraPatcher, read_lora
 from .probe import CheckpointInfo, derive_configs, probe_tensors
-from .tensor_files import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, ModelFileError, iter_files, open_tensor_file
+from .tensor_files import SAFETENSORS_SUFFIXES, ModelFileError, iter_files, open_tensor_file
 
 log = logging.getLogger(__name__)
 Kind = Literal["checkpoint", "vae", "lora", "embedding", "depth"]
