@@ -50,6 +50,10 @@ def write_checkpoint(path: Path, family: str = "sd1", variant: str = "normal", s
     unet, vae, text_encoder = tiny_components(family, variant, seed, output_gain=output_gain)
     state = {k: v.to(dtype) for k, v in diffusers_to_ldm(unet=unet, vae=vae, text_encoder=text_encoder,
                                                          family=family).items()}
+    if variant == "depth":  # SD 2's 512-depth-ema carries its MiDaS estimator under depth_model.*
+        generator = torch.Generator().manual_seed(seed)
+        state["depth_model.model.pretrained.model.cls_token"] = torch.randn(1, 1, 16, generator=generator).to(dtype)
+        state["depth_model.model.scratch.output_conv.4.weight"] = torch.randn(1, 8, 1, 1, generator=generator).to(dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
@@ -167,3 +171,26 @@ def write_embedding(path: Path, vectors, layout: str) -> Path:
 
         save_file({"emb_params": vectors.contiguous()}, str(path))
     return path
+
+
+def write_depth_estimator(folder: Path, seed: int = 0, image_size: int = 32, with_processor: bool = True) -> Path:
+    """A tiny random-weight DPT (``DPTForDepthEstimation``, the dpt-large architecture) saved as a
+    transformers folder: config.json + model.safetensors (+ preprocessor_config.json)."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessorPil
+
+    torch.manual_seed(seed)
+    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                       image_size=image_size, patch_size=8, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+                       reassemble_factors=[4, 2, 1, 0.5], backbone_out_indices=[0, 1, 2, 3])
+    model = DPTForDepthEstimation(config).eval()
+    # transformers' init (std 0.02, zero bias) makes a random DPT predict ~1e-9 everywhere; PyTorch's
+    # default conv init and a positive output bias give a map that varies with the picture.
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            module.reset_parameters()
+    torch.nn.init.constant_(model.head.head[-2].bias, 1.0)
+    model.save_pretrained(folder)
+    if with_processor:
+        DPTImageProcessorPil(size={"height": image_size, "width": image_size}, keep_aspect_ratio=False,
+                             image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    return folder

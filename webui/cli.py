@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    gen = sub.add_parser("generate", help="make images (txt2img, img2img, inpainting)")
+    gen = sub.add_parser("generate", help="make images (txt2img, img2img, inpainting, depth-to-image)")
     add_arguments(gen, suppress=True)
     gen.add_argument("--prompt", default="")
     gen.add_argument("--prompts-file", type=Path, help="one prompt per line (A1111's prompts from file)")
@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--inpaint-full-res", action="store_true", help="inpaint area: only masked")
     gen.add_argument("--inpaint-full-res-padding", type=int, default=32)
     gen.add_argument("--inpainting-mask-invert", action="store_true")
+    gen.add_argument("--mode", choices=["auto", "txt2img", "img2img", "inpaint", "depth"], default="auto",
+                     help="auto: from the inputs given; depth: a depth checkpoint (default: the first found) "
+                          "with the depth of --init-image or --depth-map")
+    gen.add_argument("--depth-map", type=Path, help="depth map image (grayscale, near = bright); skips the estimator")
+    gen.add_argument("--depth-model", help="depth estimator folder in models/depth/ (default: the first found)")
     gen.add_argument("--format", dest="output_format", default=None, help="png (default), jpg or webp")
     gen.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -141,6 +146,13 @@ def cmd_generate(args) -> int:
         prompts = [args.prompt]
     init_image = _open_image(args.init_image, "--init-image") if args.init_image else None
     mask = _open_image(args.mask, "--mask") if args.mask else None
+    depth_map = _open_image(args.depth_map, "--depth-map") if args.depth_map else None
+    needs = {"img2img": (init_image, "--init-image"), "inpaint": (mask, "--init-image and --mask"),
+             "depth": (init_image or depth_map, "--init-image or --depth-map")}.get(args.mode)
+    if needs and needs[0] is None:
+        raise UserError(f"--mode {args.mode} needs {needs[1]}")
+    if args.mode == "txt2img" and (init_image or mask):
+        raise UserError("--mode txt2img takes no --init-image or --mask")
     base = dict(negative_prompt=args.negative_prompt, model=args.model, vae=args.vae, sampler=args.sampler,
                 schedule=args.schedule, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
                 subseed=args.subseed, subseed_strength=args.subseed_strength, width=args.width, height=args.height,
@@ -148,12 +160,18 @@ def cmd_generate(args) -> int:
                 denoising_strength=args.denoising_strength, resize_mode=args.resize_mode, mask=mask,
                 mask_blur=args.mask_blur, inpainting_fill=args.inpainting_fill,
                 inpaint_full_res=args.inpaint_full_res, inpaint_full_res_padding=args.inpaint_full_res_padding,
-                inpainting_mask_invert=args.inpainting_mask_invert,
-                output_format=args.output_format or settings.samples_format)
+                inpainting_mask_invert=args.inpainting_mask_invert, depth_map=depth_map,
+                depth_model=args.depth_model, output_format=args.output_format or settings.samples_format)
     try:
         requests = [GenerationRequest(prompt=p, **base).validated() for p in prompts]
         app = App(settings)
-        if not args.model:
+        if args.mode == "depth" or (depth_map is not None and not args.model):
+            model = app.models.find(args.model) if args.model else app.models.default_depth_checkpoint()
+            if app.models.probe(model).variant != "depth":
+                raise UserError(f"{model.name} is not a depth model; depth-to-image needs a depth checkpoint "
+                                f"(5-channel UNet, like SD 2's 512-depth-ema)")
+            requests = [r.with_changes(model=model.name) for r in requests]
+        elif not args.model:
             from .model_manager.manager import DEMO_CHECKPOINT
 
             if app.models.default_checkpoint().path.resolve() == DEMO_CHECKPOINT.resolve():

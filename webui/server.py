@@ -36,7 +36,7 @@ def serve(settings: Settings, block: bool = True):
     import gradio as gr  # noqa: F401  (imported here: ~5 s, only when serving)
 
     from .application import App
-    from .model_manager.manager import DEMO_CHECKPOINT
+    from .model_manager.manager import DEMO_CHECKPOINT, DEMO_FILES
     from .ui import CSS, build_ui
 
     started = time.perf_counter()
@@ -44,7 +44,7 @@ def serve(settings: Settings, block: bool = True):
     checkpoints = app.models.list("checkpoint")
     if not checkpoints:
         log.warning("no checkpoints found in %s", settings.paths.checkpoints)
-    elif all(e.path.resolve() == DEMO_CHECKPOINT.resolve() for e in checkpoints):
+    elif all(e.path.resolve() in {p.resolve() for p in DEMO_FILES} for e in checkpoints):
         log.info("no checkpoints of your own in %s: using the built-in demo model %s",
                  settings.paths.checkpoints, DEMO_CHECKPOINT.name)
     api_auth = parse_auth(settings.api_auth, None)

@@ -54,6 +54,9 @@ class GenerationRequest:
     inpaint_full_res: bool = False
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: bool = False
+    # depth-to-image (needs a depth checkpoint; the depth map comes from init_image unless given)
+    depth_map: Any = None  # PIL.Image, grayscale, near = bright; overrides the estimator
+    depth_model: str | None = None  # depth estimator folder in models/depth/; None = the default one
     # output
     save_images: bool = True
     output_format: str = "png"
@@ -135,14 +138,18 @@ def validate(request: GenerationRequest) -> None:
             f"{k} ({v})" for k, v in INPAINTING_FILL.items()))
     if request.output_format not in ("png", "jpg", "jpeg", "webp"):
         raise RequestError("output_format", f"must be png, jpg or webp, got {request.output_format!r}")
-    for name in ("init_image", "mask"):
+    for name in ("init_image", "mask", "depth_map"):
         value = getattr(request, name)
         if value is not None and not (hasattr(value, "size") and hasattr(value, "convert")):
             raise RequestError(name, "must be an image")
-    if request.init_image is not None:
-        w, h = request.init_image.size
-        if w < 8 or h < 8 or w > 8192 or h > 8192:
-            raise RequestError("init_image", f"size {w}x{h} is outside 8..8192 pixels")
+    for name in ("init_image", "depth_map"):
+        image = getattr(request, name)
+        if image is not None:
+            w, h = image.size
+            if w < 8 or h < 8 or w > 8192 or h > 8192:
+                raise RequestError(name, f"size {w}x{h} is outside 8..8192 pixels")
+    if request.depth_model is not None and not isinstance(request.depth_model, str):
+        raise RequestError("depth_model", "must be the name of a depth estimator folder")
     if request.mask is not None:
         if request.init_image is None:
             raise RequestError("mask", "a mask needs an init_image to inpaint")
@@ -162,6 +169,7 @@ class GenerationResult:
     interrupted: bool = False
     model_title: str = ""
     request: GenerationRequest | None = None
+    depth_map: Any = None  # depth-to-image: the depth map used (PIL L, near = bright)
 
     @property
     def info(self) -> dict[str, Any]:

@@ -23,7 +23,15 @@ from .tensor_files import SAFETENSORS_SUFFIXES, ModelFileError, iter_files, open
 
 log = logging.getLogger(__name__)
 Kind = Literal["checkpoint", "vae", "lora", "embedding", "depth"]
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "Stable-diffusion" / "demo-shapes.safetensors"
+_SHIPPED = Path(__file__).resolve().parents[2] / "models"
+DEMO_CHECKPOINT = _SHIPPED / "Stable-diffusion" / "demo-shapes.safetensors"
+DEMO_DEPTH_CHECKPOINT = _SHIPPED / "Stable-diffusion" / "demo-shapes-depth.safetensors"
+DEMO_DEPTH_ESTIMATOR = _SHIPPED / "depth" / "demo-dpt"
+DEMO_FILES = (DEMO_CHECKPOINT, DEMO_DEPTH_CHECKPOINT, DEMO_DEPTH_ESTIMATOR)
+NO_DEPTH_MODEL = ("no depth checkpoint installed: put a depth model with a 5-channel UNet (Stable Diffusion 2's "
+                  "512-depth-ema.safetensors) in {folder}")
+NO_DEPTH_ESTIMATOR = ("no depth estimator installed: put a DPT model folder (config.json + model.safetensors, e.g. "
+                      "Intel/dpt-hybrid-midas or Intel/dpt-large) in {folder}, or upload a depth map")
 MODEL_SUFFIXES = SAFETENSORS_SUFFIXES + (".ckpt",)
 
 
@@ -84,6 +92,7 @@ class ModelManager:
         self._resident: OrderedDict[Path, LoadedModel] = OrderedDict()
         self._lora_files: dict[tuple[str, float], LoraFile] = {}
         self._embeddings = EmbeddingLibrary()
+        self._depth_estimator = None  # the one resident DepthEstimator
         self._lock = threading.RLock()
 
     # ---- scanning -------------------------------------------------------------------------
@@ -97,11 +106,20 @@ class ModelManager:
             "depth": (self.paths.depth, SAFETENSORS_SUFFIXES + (".bin", ".pt")),
         }[kind]
         entries = [ModelEntry(_relative(p, folder), p, kind) for p in iter_files(folder, suffixes)]
-        if kind == "depth" and folder.is_dir():  # transformers folders (config.json + weights)
+        if kind == "depth":  # transformers folders (config.json + weights)
             entries = [e for e in entries if e.path.parent == folder]
-            for config in sorted(folder.glob("*/config.json")):
-                entries.append(ModelEntry(config.parent.name, config.parent, kind))
+            if folder.is_dir():
+                entries += [ModelEntry(c.parent.name, c.parent, kind) for c in sorted(folder.glob("*/config.json"))]
+            if self.include_demo:
+                entries += self._demo_entries([DEMO_DEPTH_ESTIMATOR], entries, kind)
         return entries
+
+    @staticmethod
+    def _demo_entries(demo_paths, entries, kind: Kind) -> list[ModelEntry]:
+        """The shipped demo files, listed after the user's own unless already found there."""
+        have = {e.path.resolve() for e in entries}
+        return [ModelEntry(p.name, p, kind) for p in demo_paths
+                if (p.is_file() or (p / "config.json").is_file()) and p.resolve() not in have]
 
     def _checkpoints(self) -> list[ModelEntry]:
         folder = self.paths.checkpoints
@@ -109,9 +127,8 @@ class ModelManager:
         entries = [ModelEntry(_relative(p, folder), p, "checkpoint") for p in iter_files(folder, MODEL_SUFFIXES)
                    if not any(pipeline in p.parents for pipeline in pipelines)]
         entries += [ModelEntry(_relative(p, folder), p, "checkpoint") for p in pipelines]
-        if self.include_demo and DEMO_CHECKPOINT.is_file() and not any(
-                e.path.resolve() == DEMO_CHECKPOINT.resolve() for e in entries):
-            entries.append(ModelEntry(DEMO_CHECKPOINT.name, DEMO_CHECKPOINT, "checkpoint"))
+        if self.include_demo:
+            entries += self._demo_entries([DEMO_CHECKPOINT, DEMO_DEPTH_CHECKPOINT], entries, "checkpoint")
         return entries
 
     def all_models(self) -> list[ModelEntry]:
@@ -176,18 +193,67 @@ class ModelManager:
         raise ModelNotFound(f"unknown {kind} {name!r}; available: {known}")
 
     def default_checkpoint(self) -> ModelEntry:
+        """The first usable checkpoint of the user's own that is not a depth model, else the demo model."""
         entries = [e for e in self.list("checkpoint")]
         if not entries:
             raise ModelNotFound(f"no checkpoints found in {self.paths.checkpoints}; put a .safetensors file "
                                 f"there or pass --ckpt-dir")
-        own = [e for e in entries if e.path.resolve() != DEMO_CHECKPOINT.resolve()]
+        demos = {p.resolve() for p in DEMO_FILES}
+        own = [e for e in entries if e.path.resolve() not in demos]
         for entry in own:
             try:
-                if self.probe(entry).supported:
-                    return entry
+                info = self.probe(entry)
             except (ModelFileError, OSError):
                 continue
-        return entries[-1] if not own else own[0]
+            if info.supported and info.variant != "depth":
+                return entry
+        demo = [e for e in entries if e.path.resolve() == DEMO_CHECKPOINT.resolve()]
+        return demo[0] if demo else (own or entries)[0]
+
+    def depth_checkpoints(self) -> list[ModelEntry]:
+        """Checkpoints with a depth-conditioned UNet, the user's own first, the demo one last."""
+        found = []
+        for entry in self.list("checkpoint"):
+            try:
+                info = self.probe(entry)
+            except (ModelFileError, OSError):
+                continue
+            if info.supported and info.variant == "depth":
+                found.append(entry)
+        return found
+
+    def default_depth_checkpoint(self) -> ModelEntry:
+        found = self.depth_checkpoints()
+        if not found:
+            raise ModelNotFound(NO_DEPTH_MODEL.format(folder=self.paths.checkpoints))
+        return found[0]
+
+    def depth_estimator(self, name: str | None = None, for_checkpoint: ModelEntry | None = None):
+        """The loaded DPT estimator ``name``; by default the user's own (the demo estimator for the
+        demo depth model or when there is none). One stays resident."""
+        from .depth_estimator import DepthEstimator
+
+        with self._lock:
+            if name:
+                entry = self.find(name, "depth")
+            else:
+                entries = self.list("depth")
+                if not entries:
+                    raise ModelNotFound(NO_DEPTH_ESTIMATOR.format(folder=self.paths.depth))
+                demo = [e for e in entries if e.path.resolve() == DEMO_DEPTH_ESTIMATOR.resolve()]
+                own = [e for e in entries if e.path.is_dir() and e not in demo]
+                pair_demo = for_checkpoint is not None and \
+                    for_checkpoint.path.resolve() == DEMO_DEPTH_CHECKPOINT.resolve()
+                entry = (demo if pair_demo and demo else own or demo or entries)[0]
+            if not entry.path.is_dir():
+                raise ModelFileError(f"{entry.name}: a depth estimator is a folder with config.json and weights "
+                                     f"(a transformers DPT model), not a single file")
+            current = self._depth_estimator
+            if current is None or current.path != entry.path:
+                self._depth_estimator = None
+                device, dtype = self.device_and_dtype()
+                self._depth_estimator = DepthEstimator.load(entry.path, entry.name, device, dtype)
+            return self._depth_estimator
 
     # ---- loading --------------------------------------------------------------------------
     def device_and_dtype(self):

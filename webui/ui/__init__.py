@@ -141,7 +141,7 @@ class WebUI:
             if target_name == "img2img":
                 return self.tabs["img2img"].extra_inputs["image"]
             if target_name == "depth":
-                return self.tabs["depth"]["image"]
+                return self.tabs["depth"].extra_inputs["image"]
             return self.tabs["pnginfo"]["image"]
 
         for source in generation_tabs.values():
@@ -153,8 +153,6 @@ class WebUI:
                     outputs += [target.prompt, target.negative_prompt, target.steps, target.sampler, target.schedule,
                                 target.cfg_scale, target.seed, target.width, target.height, target.subseed,
                                 target.subseed_strength]
-                elif target_name == "depth":
-                    outputs.append(self.tabs["depth"]["prompt"])
 
                 def send(results, _target=target, _name=target_name, _image=image_out):
                     paths = (results or {}).get("paths") or []
@@ -174,8 +172,6 @@ class WebUI:
                     fields = infotext.parse(text)
                     if _target is not None:
                         update.update(fields_updates(_target, fields))
-                    elif _name == "depth":
-                        update[self.tabs["depth"]["prompt"]] = fields.get("Prompt", "")
                     return update
 
                 button.click(send, source.results, outputs, queue=False, show_progress="hidden")

@@ -47,6 +47,7 @@ class GenerationTab:
     infotext: Any = None
     status: Any = None
     preview: Any = None
+    depth_view: Any = None  # depth tab: the depth map the generation used
     results: Any = None  # gr.State: {"paths": [...], "infotexts": [...], "seeds": [...], "selected": i}
     send_buttons: dict[str, Any] = field(default_factory=dict)
     extra_inputs: dict[str, Any] = field(default_factory=dict)  # mode-specific components
@@ -151,7 +152,7 @@ def request_from(tab: GenerationTab, data: dict, app, extra: dict[str, Any]) -> 
         return kind(value) if value is not None else None
 
     width, height = number(tab.width), number(tab.height)
-    return GenerationRequest(
+    fields = dict(
         prompt=data.get(tab.prompt) or "", negative_prompt=data.get(tab.negative_prompt) or "",
         model=options.sd_model_checkpoint or None, vae=options.sd_vae or None,
         sampler=data.get(tab.sampler) or options.default_sampler,
@@ -159,8 +160,8 @@ def request_from(tab: GenerationTab, data: dict, app, extra: dict[str, Any]) -> 
         seed=number(tab.seed), subseed=number(tab.subseed), subseed_strength=number(tab.subseed_strength, float),
         width=width or None, height=height or None, batch_size=number(tab.batch_size),
         n_iter=number(tab.batch_count), clip_skip=options.CLIP_stop_at_last_layers,
-        save_images=options.save_images, output_format=options.samples_format, **extra,
-    ).validated()
+        save_images=options.save_images, output_format=options.samples_format)
+    return GenerationRequest(**{**fields, **extra}).validated()
 
 
 def progress_html(job, position: int) -> str:
@@ -230,7 +231,9 @@ def make_run_handler(ui, tab: GenerationTab, build_extra: Callable[[dict], dict[
         results = {"paths": files, "infotexts": result.infotexts, "seeds": result.seeds, "selected": 0}
         note = " (interrupted)" if result.interrupted else ""
         timing = result.timings.get("total", 0)
-        yield {tab.gallery: files, tab.infotext: result.infotexts[0] if result.infotexts else "",
+        if tab.depth_view is not None:
+            outputs_idle[tab.depth_view] = result.depth_map
+        yield {**outputs_idle, tab.gallery: files, tab.infotext: result.infotexts[0] if result.infotexts else "",
                tab.results: results, tab.preview: gr.update(value=None, visible=False),
                tab.status: f"<div class='progress-text done'>Done{note}: {len(files)} image(s) in {timing:.1f}s</div>"}
 
@@ -244,6 +247,8 @@ def _session(request: gr.Request | None) -> str:
 def wire_generation(ui, tab: GenerationTab, build_extra: Callable[[dict], dict[str, Any]]) -> None:
     run = make_run_handler(ui, tab, build_extra)
     outputs = [tab.gallery, tab.infotext, tab.results, tab.preview, tab.status]
+    if tab.depth_view is not None:
+        outputs.append(tab.depth_view)
     tab.generate.click(run, tab.inputs(), outputs, show_progress="hidden", concurrency_limit=None)
     tab.prompt.submit(run, tab.inputs(), outputs, show_progress="hidden", concurrency_limit=None)
 

@@ -1,0 +1,69 @@
+"""Monocular depth estimators for depth-to-image: transformers' DPT (``DPTForDepthEstimation``, the
+architecture of ``Intel/dpt-hybrid-midas`` and ``Intel/dpt-large``) loaded offline from a folder in
+``models/depth/`` holding ``config.json``, the weights and, optionally, ``preprocessor_config.json``.
+
+The estimate is relative inverse depth as MiDaS gives it: larger = nearer. It is returned at the
+input image's size; the engine normalises and resizes it for the UNet (see ``engine.depth``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .tensor_files import ModelFileError
+
+log = logging.getLogger(__name__)
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class DepthEstimator:
+    def __init__(self, name: str, path: Path, model: Any, processor: Any, device, dtype):
+        self.name, self.path = name, path
+        self.model = model
+        self.processor = processor
+        self.device, self.dtype = device, dtype
+
+    @classmethod
+    def load(cls, folder: Path, name: str, device, dtype) -> "DepthEstimator":
+        import transformers
+        from transformers import DPTForDepthEstimation
+
+        config_file = folder / "config.json"
+        try:
+            config = json.loads(config_file.read_text())
+        except (OSError, ValueError) as e:
+            raise ModelFileError(f"{name}: unreadable depth estimator config.json ({e})") from None
+        if config.get("model_type") != "dpt":
+            raise ModelFileError(f"{name}: model_type {config.get('model_type')!r} is not a DPT depth estimator "
+                                 f"(expected the layout of Intel/dpt-hybrid-midas or Intel/dpt-large)")
+        if not any((folder / w).is_file() for w in WEIGHT_FILES):
+            raise ModelFileError(f"{name}: no weights in the folder (expected {' or '.join(WEIGHT_FILES)})")
+        try:
+            model = DPTForDepthEstimation.from_pretrained(folder, local_files_only=True, torch_dtype=dtype,
+                                                          use_safetensors=(folder / WEIGHT_FILES[0]).is_file())
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ModelFileError(f"{name}: cannot load depth estimator ({str(e).splitlines()[0]})") from None
+        # Without torchvision transformers falls back to the PIL processor; ask for it directly.
+        processor_class = getattr(transformers, "DPTImageProcessorPil", None) or transformers.DPTImageProcessor
+        if (folder / "preprocessor_config.json").is_file():
+            processor = processor_class.from_pretrained(folder, local_files_only=True)
+        else:  # the DPT defaults (MiDaS): 384x384, mean/std 0.5
+            size = config.get("image_size", 384)
+            processor = processor_class(size={"height": size, "width": size}, keep_aspect_ratio=False,
+                                        image_mean=[0.5] * 3, image_std=[0.5] * 3)
+        log.info("loaded depth estimator %s", name)
+        return cls(name, folder, model.to(device).eval(), processor, device, dtype)
+
+    def estimate(self, image) -> Any:
+        """Depth of a PIL image as a float32 tensor [H, W] at the image's size, larger = nearer."""
+        import torch
+
+        width, height = image.size
+        pixels = self.processor(image.convert("RGB"), return_tensors="pt").pixel_values
+        with torch.inference_mode():
+            predicted = self.model(pixel_values=pixels.to(self.device, self.dtype)).predicted_depth
+            depth = torch.nn.functional.interpolate(predicted[:, None].float(), size=(height, width),
+                                                    mode="bicubic", align_corners=False)
+        return depth[0, 0].cpu()
