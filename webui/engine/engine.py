@@ -16,11 +16,12 @@ from typing import Any
 
 from . import infotext
 from .conditioning import encode_prompts
+from .depth import depth_condition, depth_from_image, depth_to_image
 from .prompt_parser import extract_lora_tags
 from .images import blur_mask, fill_masked, masked_region, paste_back, prepare_mask, resize_image, to_images, \
     to_tensor, CropRegion
 from .jobs import Job
-from .request import MAX_SEED, GenerationRequest, GenerationResult
+from .request import MAX_SEED, GenerationRequest, GenerationResult, RequestError
 from .samplers import build_scheduler, resolve
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class Prepared:
     original: Any = None  # the full init image, for pasting back
     overlay_mask: Any = None  # blurred mask at the original's size
     region: CropRegion | None = None
+    unfilled_image: Any = None  # the init image before "fill" painted over the mask (for depth)
+    depth: Any = None  # depth-to-image: float tensor [height, width], larger = nearer
     infotext_extra: list[tuple[str, Any]] = field(default_factory=list)  # e.g. Lora hashes
 
 
@@ -65,14 +68,25 @@ class Engine:
         import torch
 
         request.validated()
+        if self.hooks is not None:  # extensions may return a changed copy (validated again)
+            request = self.hooks.before_request(request)
         job = job or Job(request)
         timings: dict[str, float] = {}
         started = time.perf_counter()
         loaded = self.models.get(request.model, request.vae)
+        if self.hooks is not None:
+            self.hooks.model_loaded(loaded)
         timings["load"] = time.perf_counter() - started
         components = loaded.components
         device, dtype = self.models.device_and_dtype()
         prepared = self._prepare(request, loaded)
+        if loaded.info.variant == "depth":
+            t = time.perf_counter()
+            self._prepare_depth(request, loaded, prepared)
+            timings["depth"] = time.perf_counter() - t
+        elif request.depth_map is not None:
+            raise RequestError("model", f"{loaded.entry.name} is not a depth model, so it cannot use a depth map; "
+                                        f"choose a depth checkpoint (5-channel UNet, like SD 2's 512-depth-ema)")
         sampler, schedule = resolve(request.sampler, request.schedule)
         _, lora_tags = extract_lora_tags(request.prompt)
         lora_hashes = self.models.apply_loras(loaded, lora_tags)  # none named: the original weights
@@ -90,6 +104,8 @@ class Engine:
         timings["conditioning"] = time.perf_counter() - t
 
         result = GenerationResult([], [], [], [], model_title=loaded.title, request=request)
+        if prepared.depth is not None:
+            result.depth_map = depth_to_image(prepared.depth)
         job.progress.image_count = request.n_iter
         sampling = decoding = 0.0
         for batch_index in range(request.n_iter):
@@ -108,11 +124,16 @@ class Engine:
             t = time.perf_counter()
             with torch.inference_mode():
                 images = self._decode(components, latents)
+            if self.hooks is not None:
+                images = self.hooks.images_decoded(request, images, seeds, batch_index)
             decoding += time.perf_counter() - t
             for i, image in enumerate(images):
                 if prepared.original is not None:
                     image = paste_back(image, prepared.original, prepared.overlay_mask, prepared.region)
                 text = self.infotext(request, loaded, prepared, seeds[i], subseeds[i], sampler.name, schedule.label)
+                if self.hooks is not None:
+                    text = self.hooks.before_save(request, image, seeds[i], text,
+                                                  bool(request.save_images and self.outputs is not None))
                 result.images.append(image)
                 result.seeds.append(seeds[i])
                 result.subseeds.append(subseeds[i])
@@ -156,8 +177,9 @@ class Engine:
 
         native = loaded.info.native_size
         width, height = request.width, request.height
-        if request.init_image is not None and (width is None or height is None):
-            w, h = request.init_image.size
+        sized_by = request.init_image if request.init_image is not None else request.depth_map
+        if sized_by is not None and (width is None or height is None):
+            w, h = sized_by.size
             width = width or max(64, min(2048, w // 8 * 8))
             height = height or max(64, min(2048, h // 8 * 8))
         width, height = width or native, height or native
@@ -188,10 +210,35 @@ class Engine:
             mask = resize_image(mask.convert("RGB"), width, height, request.resize_mode).convert("L")
             prepared.mask = blur_mask(mask, request.mask_blur)
             prepared.original, prepared.overlay_mask = image, prepared.mask
+        prepared.unfilled_image = image
         if request.inpainting_fill == 0:
             image = fill_masked(image, prepared.mask)
         prepared.init_image = image
         return prepared
+
+    def _prepare_depth(self, request: GenerationRequest, loaded, prepared: Prepared) -> None:
+        """The depth map for a depth model, at the working size: the uploaded one, cropped and resized
+        as the init image was, or the estimator's view of the (cropped, resized) init image."""
+        from PIL import Image
+
+        if request.depth_map is not None:
+            depth_image = request.depth_map
+            if prepared.region is not None:
+                depth_image = depth_image.resize(prepared.original.size, Image.BICUBIC).crop(prepared.region.box)
+                depth_image = depth_image.resize((prepared.width, prepared.height), Image.BICUBIC)
+            else:
+                depth_image = resize_image(depth_image.convert("L") if depth_image.mode not in ("L", "I", "I;16")
+                                           else depth_image, prepared.width, prepared.height, request.resize_mode)
+            prepared.depth = depth_from_image(depth_image)
+            prepared.infotext_extra.append(("Depth source", "uploaded"))
+            return
+        image = prepared.unfilled_image if prepared.unfilled_image is not None else prepared.init_image
+        if image is None:
+            raise RequestError("init_image", f"{loaded.entry.name} is a depth model: give it an image to take the "
+                                             f"depth from, or a depth map")
+        estimator = self.models.depth_estimator(request.depth_model, loaded.entry)
+        prepared.depth = estimator.estimate(image)
+        prepared.infotext_extra.append(("Depth source", estimator.name))
 
     def _noise(self, seeds: list[int], subseeds: list[int], strength: float, shape: tuple[int, ...]):
         """Initial noise from each image's seed, on the CPU, so a seed is the same picture anywhere."""
@@ -227,6 +274,9 @@ class Engine:
         if loaded.info.variant == "inpaint":
             extra = self._inpainting_channels(components, prepared, noise.shape[-2:], device, dtype)
             extra = extra.repeat(batch, 1, 1, 1)
+        elif loaded.info.variant == "depth":
+            extra = depth_condition(prepared.depth[None, None].float(), tuple(noise.shape[-2:]))
+            extra = extra.to(device=device, dtype=dtype).repeat(batch, 1, 1, 1)
         if prepared.init_image is None:
             latents = noise.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
             return Start(latents, scheduler.timesteps, extra_channels=extra)
@@ -326,6 +376,9 @@ class Engine:
                     known = start.init_latents
                 latents = known * (1 - start.latent_mask) + latents * start.latent_mask
             job.report(i + 1, total)
+            if self.hooks is not None and self.hooks.step(request, i + 1, total, t, latents, job.progress.image_index,
+                                                          seeds):
+                job.interrupt()
             if job.preview_every and (i + 1) % job.preview_every == 0:
                 job.progress.preview = self.preview(loaded, latents, job.preview_full)
         return latents
