@@ -57,7 +57,7 @@ def build(ui) -> GenerationTab:
             build_sampling_controls(ui, tab)
         with gr.Column():
             tab.depth_view = gr.Image(label="Depth map used", type="pil", interactive=False, format="png",
-                                      elem_id="depth_map_view", height=200)
+                                      elem_id="depth_map_view", height=200, buttons=["download", "fullscreen"])
             build_results(ui, tab, ["img2img", "inpaint", "pnginfo"])
 
     def extra(data: dict) -> dict:
