@@ -68,6 +68,9 @@ class Img2ImgBody(Txt2ImgBody):
     inpaint_full_res: bool = True
     inpaint_full_res_padding: int = 0
     inpainting_mask_invert: int = 0
+    # depth-to-image with a depth checkpoint (not in A1111, which always estimates the depth)
+    depth_map: str | None = None  # base64 grayscale image, near = bright; skips the estimator
+    depth_model: str | None = None  # depth estimator folder in models/depth/
 
 
 def decode_image(data: str, field: str) -> Image.Image:
@@ -157,7 +160,8 @@ def build_api(app) -> APIRouter:
                 raise RequestError("init_images", "img2img needs at least one init image")
             fields.update(init_image=decode_image(body.init_images[0], "init_images"),
                           denoising_strength=body.denoising_strength if body.denoising_strength is not None else 0.75,
-                          resize_mode=body.resize_mode)
+                          resize_mode=body.resize_mode, depth_model=body.depth_model,
+                          depth_map=decode_image(body.depth_map, "depth_map") if body.depth_map else None)
             if body.mask:
                 fields.update(mask=decode_image(body.mask, "mask"),
                               mask_blur=body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x,
@@ -197,7 +201,7 @@ def build_api(app) -> APIRouter:
                         time.strftime("%Y%m%d%H%M%S"), "is_using_inpainting_conditioning": False,
                     "interrupted": result.interrupted, "paths": result.paths}
         parameters = body.model_dump()
-        for key in ("init_images", "mask"):
+        for key in ("init_images", "mask", "depth_map"):
             if key in parameters:
                 parameters[key] = None
         return {"images": result_images, "parameters": parameters, "info": json.dumps(info)}
