@@ -173,15 +173,28 @@ def write_embedding(path: Path, vectors, layout: str) -> Path:
     return path
 
 
-def write_depth_estimator(folder: Path, seed: int = 0, image_size: int = 32, with_processor: bool = True) -> Path:
-    """A tiny random-weight DPT (``DPTForDepthEstimation``, the dpt-large architecture) saved as a
-    transformers folder: config.json + model.safetensors (+ preprocessor_config.json)."""
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessorPil
+def write_depth_estimator(folder: Path, seed: int = 0, image_size: int = 32, with_processor: bool = True,
+                          hybrid: bool = False) -> Path:
+    """A tiny random-weight DPT (``DPTForDepthEstimation``: the dpt-large ViT architecture, or with
+    ``hybrid`` dpt-hybrid-midas' BiT + ViT) saved as a transformers folder: config.json +
+    model.safetensors (+ preprocessor_config.json)."""
+    from transformers import BitConfig, DPTConfig, DPTForDepthEstimation, DPTImageProcessorPil
 
     torch.manual_seed(seed)
-    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                       image_size=image_size, patch_size=8, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
-                       reassemble_factors=[4, 2, 1, 0.5], backbone_out_indices=[0, 1, 2, 3])
+    if hybrid:  # the hybrid embedding expects 1024 BiT channels, as in dpt-hybrid-midas
+        backbone = BitConfig(global_padding="same", layer_type="bottleneck", depths=[1, 1, 1],
+                             hidden_sizes=[16, 32, 1024], embedding_size=8, num_groups=4,
+                             out_features=["stage1", "stage2", "stage3"])
+        config = DPTConfig(is_hybrid=True, backbone_config=backbone, hidden_size=32, num_hidden_layers=4,
+                           num_attention_heads=2, intermediate_size=64, image_size=image_size, patch_size=16,
+                           neck_hidden_sizes=[16, 32, 32, 32], fusion_hidden_size=16,
+                           reassemble_factors=[1, 1, 1, 0.5], backbone_out_indices=[0, 1, 2, 3],
+                           readout_type="project", neck_ignore_stages=[0, 1],
+                           backbone_featmap_shape=[1, 1024, image_size // 16, image_size // 16])
+    else:
+        config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                           image_size=image_size, patch_size=8, neck_hidden_sizes=[8, 16, 32, 32],
+                           fusion_hidden_size=16, reassemble_factors=[4, 2, 1, 0.5], backbone_out_indices=[0, 1, 2, 3])
     model = DPTForDepthEstimation(config).eval()
     # transformers' init (std 0.02, zero bias) makes a random DPT predict ~1e-9 everywhere; PyTorch's
     # default conv init and a positive output bias give a map that varies with the picture.

@@ -25,6 +25,7 @@ def depth_models(tmp_path_factory) -> Path:
     write_checkpoint(root / "Stable-diffusion" / "tiny-sd1.safetensors", "sd1", seed=0)
     write_depth_estimator(root / "depth" / "tiny-dpt", seed=1)
     write_depth_estimator(root / "depth" / "tiny-dpt-noproc", seed=2, with_processor=False)
+    write_depth_estimator(root / "depth" / "tiny-dpt-hybrid", seed=3, image_size=64, hybrid=True)
     (root / "depth" / "not-a-folder.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}      ")
     bad = root / "depth" / "wrong-type"
     bad.mkdir()
@@ -80,6 +81,9 @@ def test_estimator_loads_from_a_folder_and_returns_a_map_at_the_image_size(depth
     # without preprocessor_config.json the DPT defaults (config image size, mean/std 0.5) are used
     plain = depth_app.models.depth_estimator("tiny-dpt-noproc").estimate(Image.new("RGB", (40, 40)))
     assert tuple(plain.shape) == (40, 40)
+    # the hybrid (BiT + ViT) architecture of Intel/dpt-hybrid-midas, on a non-square picture
+    hybrid = depth_app.models.depth_estimator("tiny-dpt-hybrid").estimate(Image.new("RGB", (72, 40), (9, 9, 200)))
+    assert tuple(hybrid.shape) == (40, 72)
 
 
 def test_bad_estimators_are_refused_with_the_reason(depth_app):

@@ -49,10 +49,12 @@ class DepthEstimator:
         processor_class = getattr(transformers, "DPTImageProcessorPil", None) or transformers.DPTImageProcessor
         if (folder / "preprocessor_config.json").is_file():
             processor = processor_class.from_pretrained(folder, local_files_only=True)
-        else:  # the DPT defaults (MiDaS): 384x384, mean/std 0.5
-            size = config.get("image_size", 384)
-            processor = processor_class(size={"height": size, "width": size}, keep_aspect_ratio=False,
-                                        image_mean=[0.5] * 3, image_std=[0.5] * 3)
+        else:  # the DPT defaults (MiDaS): mean/std 0.5
+            processor = processor_class(image_mean=[0.5] * 3, image_std=[0.5] * 3)
+        # transformers' DPT (ViT and hybrid) only takes square inputs of its configured size, as
+        # diffusers' depth2img pipeline feeds it; the estimate is resized back to the image afterwards.
+        size = model.config.image_size
+        processor.size, processor.keep_aspect_ratio = {"height": size, "width": size}, False
         log.info("loaded depth estimator %s", name)
         return cls(name, folder, model.to(device).eval(), processor, device, dtype)
 
