@@ -6,6 +6,7 @@ import logging
 from functools import cached_property
 
 from .config import Settings
+from .extensions.scripts import SCRIPT_KEY, make_script_context, script_mode
 
 log = logging.getLogger(__name__)
 
@@ -13,6 +14,7 @@ log = logging.getLogger(__name__)
 class App:
     def __init__(self, settings: Settings):
         from .engine import Engine
+        from .extensions import ExtensionManager
         from .model_manager import ModelManager
         from .options import OptionsStore
         from .outputs import OutputWriter
@@ -28,7 +30,10 @@ class App:
                                    attention="xformers" if settings.xformers else "sdpa",
                                    max_models=settings.max_models)
         self.outputs = OutputWriter(settings.outputs_dir)
-        self.engine = Engine(self.models, self.outputs)
+        self.extensions = ExtensionManager(settings.extensions_dir, self.options.disabled_extensions,
+                                           save_disabled=self._save_disabled_extensions)
+        self.extensions.load_all()
+        self.engine = Engine(self.models, self.outputs, hooks=self.extensions.callbacks)
 
     @property
     def options(self):
@@ -45,4 +50,11 @@ class App:
         """A generation request, or a small model task (a callable taking the App), on the worker."""
         if callable(job.request):
             return job.request(self)
+        if SCRIPT_KEY in (getattr(job.request, "extra", None) or {}):  # a script (X/Y/Z plot, ...) takes over the run
+            context = make_script_context(self, job, script_mode(job.request.mode))
+            return self.extensions.run_script(job.request, context)
         return self.engine.generate(job.request, job)
+
+    def _save_disabled_extensions(self, names: list[str]) -> None:
+        self.options.disabled_extensions = list(names)
+        self.options_store.save()

@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(pnginfo, suppress=True)
     pnginfo.add_argument("file", type=Path)
     pnginfo.add_argument("--json", action="store_true")
+
+    extensions = sub.add_parser("extensions", help="list extensions with their status; install, enable, disable")
+    add_arguments(extensions, suppress=True)
+    extensions.add_argument("--install", metavar="URL", help="git clone a URL or local repository into the folder")
+    extensions.add_argument("--name", help="folder name for --install (default: from the URL)")
+    extensions.add_argument("--enable", metavar="NAME", action="append", default=[], help="enable (saved in config)")
+    extensions.add_argument("--disable", metavar="NAME", action="append", default=[], help="disable (saved in config)")
+    extensions.add_argument("--json", action="store_true")
     return parser
 
 
@@ -99,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve(load_settings(args))
     handler = {"generate": cmd_generate, "models": cmd_models, "samplers": cmd_samplers, "pnginfo": cmd_pnginfo,
-               "tokens": cmd_tokens}
+               "tokens": cmd_tokens, "extensions": cmd_extensions}
     try:
         return handler[args.command](args)
     except UserError as e:
@@ -275,4 +283,35 @@ def cmd_tokens(args) -> int:
         c = report["compare"]
         lines.append(f"similarity: tokens {c['token_similarity']:.3f}, conditioning {c['conditioning_similarity']:.3f}")
     _emit(args, report, "\n".join(lines))
+    return 0
+
+
+def cmd_extensions(args) -> int:
+    from .extensions import ExtensionError, ExtensionManager
+    from .options import OptionsStore
+
+    settings = load_settings(args)
+    store = OptionsStore(settings.config_file)
+
+    def save_disabled(names: list[str]) -> None:
+        store.options.disabled_extensions = list(names)
+        store.save()
+
+    manager = ExtensionManager(settings.extensions_dir, store.options.disabled_extensions, save_disabled)
+    manager.load_all()
+    try:
+        for name in args.enable:
+            manager.set_enabled(name, True)
+        for name in args.disable:
+            manager.set_enabled(name, False)
+        if args.install:
+            manager.install(args.install, args.name)
+    except ExtensionError as e:
+        raise UserError(str(e)) from None
+    records = [{k: r[k] for k in ("name", "version", "enabled", "status", "error", "description", "path",
+                                  "scripts", "tabs", "callbacks")} for r in manager.describe()]
+    lines = [f"{r['name']:<24} {r['version'] or '-':<10} {'enabled' if r['enabled'] else 'disabled':<9} "
+             f"{r['status']:<8} {' '.join((r['error'] or '').split())}".rstrip() for r in records]
+    _emit(args, {"extensions_dir": str(settings.extensions_dir), "extensions": records},
+          "\n".join(lines) or f"no extensions in {settings.extensions_dir}")
     return 0

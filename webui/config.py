@@ -20,6 +20,7 @@ class Settings:
     outputs_dir: Path = ROOT / "outputs"
     cache_dir: Path = ROOT / ".cache"
     config_file: Path = ROOT / "config.yaml"
+    extensions_dir: Path = ROOT / "extensions"
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     precision: str = "auto"  # auto (fp16 on GPUs, fp32 on CPU), full, half
     xformers: bool = False
@@ -36,6 +37,7 @@ class Settings:
     api: bool = False
     nowebui: bool = False
     api_auth: str | None = None
+    enable_insecure_extension_access: bool = False
 
     @property
     def paths(self):
@@ -51,7 +53,7 @@ class Settings:
 
 
 PATH_FLAGS = ("models_dir", "ckpt_dir", "vae_dir", "lora_dir", "embeddings_dir", "depth_dir", "outputs_dir",
-              "cache_dir", "config_file", "gradio_auth_path")
+              "cache_dir", "config_file", "gradio_auth_path", "extensions_dir")
 
 
 def add_arguments(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
@@ -68,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser, suppress: bool = False) -> No
     group.add_argument("--outputs-dir", type=Path, default=default, help="where images are saved (default outputs/)")
     group.add_argument("--config-file", type=Path, default=default, help="settings file (default config.yaml)")
     group.add_argument("--cache-dir", type=Path, default=default, help="hash cache etc. (default .cache/)")
+    group.add_argument("--extensions-dir", type=Path, default=default, help="extensions (default extensions/)")
     group.add_argument("--device", default=default, help="auto, cpu, cuda, cuda:N or mps")
     group.add_argument("--precision", choices=("auto", "full", "half"), default=default,
                        help="weights dtype: auto = fp16 on GPUs, fp32 on CPU")
@@ -86,6 +89,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--api", action="store_true", default=None, help="serve the A1111 API (/sdapi/v1) too")
     group.add_argument("--nowebui", action="store_true", default=None, help="serve only the API (port 7861)")
     group.add_argument("--api-auth", default=None, metavar="USER:PASS[,...]", help="HTTP Basic auth for the API")
+    group.add_argument("--enable-insecure-extension-access", action="store_true", default=None,
+                       help="allow installing extensions from the UI even with --listen or --share")
 
 
 def load_settings(args: argparse.Namespace) -> Settings:

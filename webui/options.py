@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Options:
     default_cfg_scale: float = 7.0
     default_width: int = 0  # 0 = the model's native size
     default_height: int = 0
+    disabled_extensions: list[str] = field(default_factory=list)  # names from extension.yaml
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,7 +15,8 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 FOLDERS = {"txt2img": "txt2img-images", "img2img": "img2img-images", "inpaint": "img2img-images",
-           "depth": "img2img-images", "grid": "txt2img-grids"}
+           "depth": "img2img-images", "grid": "txt2img-grids", "txt2img-grid": "txt2img-grids",
+           "img2img-grid": "img2img-grids"}
 _NUMBERED = re.compile(r"^(\d+)-")
 
 

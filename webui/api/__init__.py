@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine import GenerationRequest, RequestError, infotext
 from ..engine.samplers import SAMPLERS, SCHEDULES, UnknownSampler
+from ..extensions.scripts import SCRIPT_KEY
 from ..model_manager import ModelFileError, ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,8 @@ def build_api(app) -> APIRouter:
             for key, value in infotext.request_fields(infotext.parse(body.infotext)).items():
                 if names.get(key) not in given and key not in ("model", "clip_skip", "vae"):
                     fields[key] = value
-        if body.script_name:
-            raise RequestError("script_name", f"script {body.script_name!r} is not available")
+        if body.script_name:  # A1111: the script's title in any case; script_args positionally
+            fields["extra"] = {SCRIPT_KEY: app.extensions.script_call(body.script_name, mode, body.script_args)}
         if (body.model_extra or {}).get("enable_hr"):
             raise RequestError("enable_hr", "hires fix is not available yet")
         if mode == "img2img":
@@ -332,7 +333,20 @@ def build_api(app) -> APIRouter:
     @router.get("/scripts")
     @a1111_errors
     def scripts():
-        return {"txt2img": [], "img2img": []}
+        return {mode: [s.title.lower() for _, s in app.extensions.scripts(mode)] for mode in ("txt2img", "img2img")}
+
+    @router.get("/script-info")
+    @a1111_errors
+    def script_info():
+        out = []
+        for mode in ("txt2img", "img2img"):
+            for _, s in app.extensions.scripts(mode):
+                out.append({"name": s.title.lower(), "is_alwayson": False, "is_img2img": mode == "img2img",
+                            "args": [{"label": a.label, "value": a.default, "minimum": a.minimum,
+                                      "maximum": a.maximum, "step": a.step,
+                                      "choices": list(a.choices) if a.choices is not None else None}
+                                     for a in s.arguments]})
+        return out
 
     @router.get("/memory")
     @a1111_errors

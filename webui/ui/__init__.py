@@ -13,7 +13,7 @@ import gradio as gr
 from PIL import Image
 
 from ..engine import infotext
-from . import depth, img2img, pnginfo, settings, tokens, txt2img
+from . import depth, extensions, img2img, pnginfo, settings, tokens, txt2img
 from .generation import GenerationTab
 
 CSS = """
@@ -22,6 +22,7 @@ CSS = """
                 overflow: hidden; border: 1px solid var(--border-color-primary); }
 .progress-fill { height: 100%; background: var(--color-accent); transition: width 0.3s; }
 .progress-text { font-size: 0.9em; margin: 4px 0; }
+.extensions-table td, .extensions-table th { padding: 4px 8px; vertical-align: top; text-align: left; }
 .error-message { color: #b91c1c; background: #fee2e2; border: 1px solid #fca5a5; padding: 8px; border-radius: 6px; }
 """
 
@@ -84,8 +85,11 @@ class WebUI:
                     self.tabs["tokens"] = tokens.build(self)
                 with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                     self.tabs["pnginfo"] = pnginfo.build(self)
+                extensions.build_extension_tabs(self)  # tabs added by extensions
                 with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                     self.tabs["settings"] = settings.build(self)
+                with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                    self.tabs["extensions"] = extensions.build(self)
             self._wire_models(checkpoint, vae, refresh, model_note)
             self._wire_send_to(tabs, checkpoint)
         return demo

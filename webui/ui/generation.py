@@ -15,6 +15,7 @@ from ..engine import GenerationRequest, RequestError
 from ..engine.conditioning import count_tokens
 from ..engine.samplers import SCHEDULES, available_sampler_names
 from ..outputs import write_image
+from .scripts import build_script_controls, script_fields
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.4
@@ -51,6 +52,7 @@ class GenerationTab:
     results: Any = None  # gr.State: {"paths": [...], "infotexts": [...], "seeds": [...], "selected": i}
     send_buttons: dict[str, Any] = field(default_factory=dict)
     extra_inputs: dict[str, Any] = field(default_factory=dict)  # mode-specific components
+    scripts: dict[str, list] = field(default_factory=dict)  # script title -> its controls, in argument order
 
     def inputs(self) -> set:
         core = {self.prompt, self.negative_prompt, self.sampler, self.schedule, self.steps, self.cfg_scale,
@@ -114,6 +116,7 @@ def build_sampling_controls(ui, tab: GenerationTab) -> None:
     tab.results = gr.State({})
     random_seed.click(lambda: -1, None, tab.seed, queue=False, show_progress="hidden")
     reuse_seed.click(lambda r: _selected_seed(r), tab.results, tab.seed, queue=False, show_progress="hidden")
+    build_script_controls(ui, tab)  # the Script dropdown (X/Y/Z plot, ...) where scripts are offered
 
 
 def _selected_seed(results: dict) -> int:
@@ -201,7 +204,11 @@ def make_run_handler(ui, tab: GenerationTab, build_extra: Callable[[dict], dict[
     def run(data: dict, request: gr.Request):
         outputs_idle = {tab.preview: gr.update(value=None, visible=False)}
         try:
-            generation_request = request_from(tab, data, app, build_extra(data))
+            fields = build_extra(data)
+            script = script_fields(ui, tab, data)
+            if script:
+                fields = {**fields, "extra": {**fields.get("extra", {}), **script["extra"]}}
+            generation_request = request_from(tab, data, app, fields)
         except (RequestError, ValueError, TypeError) as e:
             yield {tab.status: error_html(e), **outputs_idle}
             return

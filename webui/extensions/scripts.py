@@ -1,0 +1,158 @@
+"""Scripts (A1111's Script dropdown): a panel of controls under the generation controls that takes over
+the run, e.g. X/Y/Z plot. A script runs on the generation worker with the job of the request, so
+progress, interrupt and skip work for every image it makes.
+
+The UI passes the values of the controls ``ui()`` returned, in order; the API passes ``script_args``
+in the same order. ``arguments`` describes that order (label, default, choices) so missing API
+arguments get defaults and ``/sdapi/v1/script-info`` can show them.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..engine.request import GenerationRequest, GenerationResult
+
+MODES = ("txt2img", "img2img")
+SCRIPT_KEY = "script"  # GenerationRequest.extra key holding the ScriptCall
+
+
+@dataclass(frozen=True)
+class ScriptArg:
+    """One positional argument: what the API's ``script_args[i]`` and the i-th UI control mean."""
+
+    label: str
+    default: Any = None
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+
+
+class Script:
+    """Subclass, set ``title`` (and ``modes``), and implement ``run``; ``ui`` builds the controls."""
+
+    title: str = ""
+    modes: tuple[str, ...] = MODES  # where it is offered: "txt2img", "img2img" (img2img includes inpaint)
+    arguments: tuple[ScriptArg, ...] = ()
+
+    def ui(self, ctx: "ScriptUIContext") -> list[Any]:
+        """Create Gradio components (inside the script's panel) and return them in ``arguments`` order."""
+        return []
+
+    def parse_args(self, args: list[Any]) -> list[Any]:
+        """API/UI values -> the values ``run`` gets; raise ``ValueError`` naming the argument if one is
+        unusable. The default fills missing trailing arguments from ``arguments``."""
+        args = list(args)
+        if len(args) > len(self.arguments) and self.arguments:
+            args = args[: len(self.arguments)]
+        for spec in self.arguments[len(args):]:
+            args.append(spec.default)
+        return args
+
+    def run(self, context: "ScriptContext", request: GenerationRequest, *args: Any) -> GenerationResult:
+        raise NotImplementedError
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "_", self.title.lower()).strip("_") or "script"
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """Which script a request runs, with its parsed arguments (lives in ``request.extra["script"]``)."""
+
+    title: str
+    args: tuple[Any, ...] = ()
+
+
+@dataclass
+class ScriptUIContext:
+    """What ``Script.ui`` may use: the tab it is drawn in and the installed checkpoints."""
+
+    tab: str  # txt2img, img2img, inpaint
+    mode: str  # txt2img or img2img
+    script: Script
+    checkpoints: Callable[[], list[str]] = list
+
+    def elem_id(self, name: str) -> str:
+        """A page-unique element id for one of the script's controls (``txt2img_xyz_plot_x_type``)."""
+        return f"{self.tab}_{self.script.slug}_{name}"
+
+
+@dataclass
+class ScriptContext:
+    """What ``Script.run`` may use while it runs on the worker."""
+
+    mode: str  # txt2img or img2img
+    _generate: Callable[[GenerationRequest], GenerationResult]
+    _save: Callable[[Any, str, str, int, str], str]
+    _find_checkpoint: Callable[[str], str]
+    _checkpoints: Callable[[], list[str]]
+    _job: Any = None
+    engine_errors: list[BaseException] = field(default_factory=list)
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Run one generation on the current job (progress, interrupt and skip apply)."""
+        extra = {k: v for k, v in request.extra.items() if k != SCRIPT_KEY}
+        try:
+            return self._generate(request.with_changes(extra=extra))
+        except BaseException as e:  # the engine's error (bad value, unknown model): not the script's fault
+            self.engine_errors.append(e)
+            raise
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self._job is not None and self._job.interrupted)
+
+    def save_grid(self, image: Any, infotext: str, request: GenerationRequest, seed: int) -> str | None:
+        """Save a grid to ``outputs/<mode>-grids/DATE/`` when the request saves images; returns the path."""
+        if not request.save_images:
+            return None
+        return self._save(image, infotext, f"{self.mode}-grid", seed, request.output_format)
+
+    def find_checkpoint(self, name: str) -> str:
+        """The installed checkpoint a name, title or short hash means (its name); ValueError if none."""
+        return self._find_checkpoint(name)
+
+    def checkpoints(self) -> list[str]:
+        return self._checkpoints()
+
+
+@dataclass
+class TabContext:
+    """What an extension tab's ``build(ctx)`` may use."""
+
+    extension: str
+    _generate: Callable[[GenerationRequest], GenerationResult]
+    _checkpoints: Callable[[], list[str]]
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Queue a generation (shared with the UI and API) and wait for its result."""
+        return self._generate(request)
+
+    def checkpoints(self) -> list[str]:
+        return self._checkpoints()
+
+
+def script_mode(request_mode: str) -> str:
+    """Scripts are offered per A1111 tab: txt2img, or img2img (which covers inpaint and depth)."""
+    return "txt2img" if request_mode == "txt2img" else "img2img"
+
+
+def make_script_context(app: Any, job: Any, mode: str) -> ScriptContext:
+    """The context a script runs with on the worker: the engine with this job, the outputs, the models."""
+    from ..model_manager import ModelNotFound
+
+    def find_checkpoint(name: str) -> str:
+        try:
+            return app.models.find(name).name
+        except ModelNotFound as e:
+            raise ValueError(str(e)) from None
+
+    return ScriptContext(
+        mode=mode, _generate=lambda request: app.engine.generate(request, job),
+        _save=lambda image, text, kind, seed, fmt: str(app.outputs.save(image, text, kind, seed, fmt)),
+        _find_checkpoint=find_checkpoint, _checkpoints=lambda: [e.name for e in app.models.list("checkpoint")],
+        _job=job)
