@@ -47,8 +47,7 @@ def build(ui) -> dict:
             refresh = gr.Button("Refresh status", elem_id="extensions_refresh", size="sm")
     message = gr.HTML("", elem_id="extensions_message")
     refusal = install_refusal(ui.app.settings)
-    with gr.Group():
-        gr.Markdown("### Install from URL")
+    with gr.Accordion("Install from URL", open=True, elem_id="extensions_install"):
         url = gr.Textbox(label="URL of the extension's git repository (or a local path to one)",
                          elem_id="extensions_install_url", interactive=refusal is None)
         folder = gr.Textbox(label="Folder name (optional; default: from the URL)",

@@ -44,8 +44,12 @@ def build_script_controls(ui, tab) -> None:
                 tab.extra_inputs[f"script:{script.title}:{i}"] = control
     tab.extra_inputs["script"] = dropdown
     titles = [s.title for _, s in scripts]
-    dropdown.change(lambda name: [gr.update(visible=name == t) for t in titles], dropdown, panels, queue=False,
-                    show_progress="hidden")
+
+    def show(name):
+        updates = [gr.update(visible=name == t) for t in titles]
+        return updates[0] if len(updates) == 1 else updates  # one output takes the value itself
+
+    dropdown.change(show, dropdown, panels, queue=False, show_progress="hidden")
 
 
 def script_fields(ui, tab, data: dict) -> dict[str, Any]:
