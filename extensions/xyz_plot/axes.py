@@ -139,9 +139,10 @@ def _int_items(items: list[str], label: str) -> list[int]:
             start, end, step = int(m[1]), int(m[2]), int(m[3]) if m[3] else 1
             if step == 0:
                 raise ValueError(f"{label}: {item!r} has a step of 0")
-            values += list(range(start, end + (1 if step > 0 else -1), step))
-            if start != end and not list(range(start, end + (1 if step > 0 else -1), step)):
+            stepped = list(range(start, end + (1 if step > 0 else -1), step))
+            if not stepped:
                 raise ValueError(f"{label}: {item!r} is an empty range (the step goes the other way)")
+            values += stepped
         else:
             raise ValueError(f"{label}: {item!r} is not a whole number or a range like 1-5, 1-5 (+2), 10-30 [5]")
         if len(values) > MAX_VALUES:

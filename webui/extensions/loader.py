@@ -321,8 +321,8 @@ class ExtensionManager:
             raise ExtensionError(f"{url} is not an extension: it has no {MANIFEST}")
         with self._lock:
             extension = self._load(target)
-            self.extensions.append(extension)
-            self.extensions.sort(key=lambda e: e.path.name)
+            # a new list, swapped in whole: the worker may be reading the old one right now
+            self.extensions = sorted(self.extensions + [extension], key=lambda e: e.path.name)
         log.info("installed extension %s into %s (%s)", extension.name, target, extension.status)
         return extension
 
