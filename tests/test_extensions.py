@@ -206,6 +206,77 @@ def test_broken_extensions_are_reported_by_name_and_isolated(app, broken_folder,
     assert "Good: yes" in engine.generate(base_request).infotexts[0]
 
 
+SCRIPTS = '''
+from webui.extensions import Script, ScriptArg
+
+
+class Twice(Script):
+    title = "Twice"
+    modes = ("txt2img",)
+    arguments = (ScriptArg("Steps", 2),)
+
+    def run(self, ctx, request, steps):
+        first = ctx.generate(request.with_changes(steps=steps))
+        second = ctx.generate(request.with_changes(steps=steps, seed=request.seed + 1))
+        first.images += second.images
+        first.seeds += second.seeds
+        first.subseeds += second.subseeds
+        first.infotexts += second.infotexts
+        return first
+
+
+class Crash(Script):
+    title = "Crash"
+
+    def run(self, ctx, request):
+        return {}["missing"]
+
+
+class Picky(Script):
+    title = "Picky"
+
+    def run(self, ctx, request):
+        raise ValueError("needs a prompt with a dog")
+
+
+def setup(api):
+    api.add_script(Twice())
+    api.add_script(Crash())
+    api.add_script(Picky())
+'''
+
+
+def test_scripts_run_on_the_job_and_a_crashing_script_is_isolated(app, tmp_path, base_request):
+    from types import SimpleNamespace
+
+    from webui.engine import Job, RequestError
+    from webui.extensions import ExtensionError
+    from webui.extensions.scripts import make_script_context
+
+    write_extension(tmp_path, "scripts", SCRIPTS)
+    manager, engine = engine_with(app, tmp_path)
+    assert [s.title for _, s in manager.scripts("txt2img")] == ["Twice", "Crash", "Picky"]
+    assert [s.title for _, s in manager.scripts("img2img")] == ["Crash", "Picky"]
+    host = SimpleNamespace(engine=engine, outputs=None, models=app.models)
+
+    def run(title, args=()):
+        request = base_request.with_changes(extra={"script": manager.script_call(title, "txt2img", list(args))})
+        job = Job(request)
+        return manager.run_script(request, make_script_context(host, job, "txt2img")), job
+
+    result, job = run("twice")  # any case; the missing argument takes its default (2 steps)
+    assert result.seeds == [1234, 1235] and all("Steps: 2," in t for t in result.infotexts)
+    assert job.progress.step == job.progress.total == 2  # the script's generations ran on this job
+    with pytest.raises(RequestError, match="script_args: Picky: needs a prompt with a dog"):
+        run("Picky")
+    assert manager.get("scripts").status == "loaded"
+    with pytest.raises(ExtensionError, match="script 'Crash' failed: KeyError"):
+        run("Crash")
+    assert manager.get("scripts").status == "error" and "KeyError" in manager.get("scripts").error
+    with pytest.raises(RequestError, match="script_name"):
+        manager.script_call("Twice", "txt2img", [])
+
+
 def test_disabled_extensions_are_skipped_and_enabling_loads_them(app, tmp_path, base_request):
     write_extension(tmp_path, "signer", 'def setup(api):\n    api.on_before_save(lambda d: {"Signed": "x"})\n')
     saved = []

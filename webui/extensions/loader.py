@@ -236,8 +236,10 @@ class ExtensionManager:
         base = request.with_changes(extra={k: v for k, v in request.extra.items() if k != SCRIPT_KEY})
         try:
             result = script.run(context, base, *call.args)
-        except ValueError:
-            raise
+        except ValueError as e:  # a bad value for the script: the API answers 422 naming script_args
+            if isinstance(e, RequestError) or any(e is error for error in context.engine_errors):
+                raise
+            raise RequestError("script_args", f"{script.title}: {e}") from e
         except Exception as e:  # noqa: BLE001
             if any(e is error for error in context.engine_errors):
                 raise
