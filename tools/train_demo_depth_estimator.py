@@ -95,7 +95,23 @@ def stage_train(args):
     images, depths = data["images"], data["depths"]
     torch.manual_seed(args.seed)
     model = make_model()
+    # transformers initialises every conv with N(0, 0.02) and zero bias: through the neck
+    # and head the signal shrinks to ~1e-4, and the head's final ReLU soon outputs 0
+    # everywhere (no gradient: the first run stayed at "all background"). PyTorch's
+    # default (Kaiming-uniform) init for the neck/head convs and a positive final bias
+    # keep the output alive.
+    for mod in list(model.neck.modules()) + list(model.head.modules()):
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            mod.reset_parameters()
+    with torch.no_grad():
+        model.head.head[4].bias.fill_(0.1)
     model.train()
+    # The loss sees the head's output before its final ReLU where the target is near
+    # (so a pixel pushed below zero still gets a gradient back up) and after it where the
+    # target is background (0 is exact there). With the plain output, the first steps
+    # push everything towards the median (0), the ReLU closes and training stops.
+    pre_relu = {}
+    model.head.head[4].register_forward_hook(lambda mod, inp, out: pre_relu.__setitem__("x", out[:, 0]))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed + 1)
     rng = np.random.default_rng(args.seed + 2)
@@ -132,6 +148,7 @@ def stage_train(args):
         amp = 0.1 * torch.rand(args.batch, 1, 1, 1, generator=gen) * (torch.rand(args.batch, 1, 1, 1, generator=gen) < 0.5)
         x = x + amp * torch.randn(x.shape, generator=gen)
         pred = model(pixel_values=x).predicted_depth
+        pred = torch.where(y > 0.5, pre_relu["x"], pred)
         err = pred - y
         loss = err.abs().mean() + err.pow(2).mean()
         opt.zero_grad(set_to_none=True)
