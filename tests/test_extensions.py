@@ -266,7 +266,14 @@ def test_scripts_run_on_the_job_and_a_crashing_script_is_isolated(app, tmp_path,
 
     result, job = run("twice")  # any case; the missing argument takes its default (2 steps)
     assert result.seeds == [1234, 1235] and all("Steps: 2," in t for t in result.infotexts)
-    assert job.progress.step == job.progress.total == 2  # the script's generations ran on this job
+    progress = job.progress  # both generations reported on the script's job, as one run
+    assert progress.step == progress.total == 2 and (progress.image_index, progress.image_count) == (1, 2)
+    assert progress.fraction == 1.0
+    job = Job(base_request)
+    job.interrupt()  # an interrupted job reaches the script's generations
+    request = base_request.with_changes(extra={"script": manager.script_call("Twice", "txt2img", [])})
+    stopped = manager.run_script(request, make_script_context(host, job, "txt2img"))
+    assert stopped.images == [] and stopped.interrupted
     with pytest.raises(RequestError, match="script_args: Picky: needs a prompt with a dog"):
         run("Picky")
     assert manager.get("scripts").status == "loaded"
@@ -434,8 +441,10 @@ def test_xyz_grid_has_labelled_cells_equal_to_single_generations(app, base_reque
     call = app.extensions.script_call("X/Y/Z PLOT", "txt2img", ["Steps", "2, 3", None, "CFG Scale", "1, 7"])
     assert isinstance(call, ScriptCall)
     request = base_request.with_changes(seed=-1, save_images=True, extra={"script": call})
-    result = app.queue.submit(request).wait(300)
+    job = app.queue.submit(request)
+    result = job.wait(300)
     assert len(result.images) == 1 + 4 and len(result.paths) == 5 and len(result.infotexts) == 5
+    assert (job.progress.image_index, job.progress.image_count, job.progress.fraction) == (3, 4, 1.0)
     grid = result.images[0]
     assert "txt2img-grids" in result.paths[0] and all("txt2img-images" in p for p in result.paths[1:])
     left, top, boxes = cell_boxes(grid, 2, 2)
@@ -463,6 +472,20 @@ def test_xyz_grid_has_labelled_cells_equal_to_single_generations(app, base_reque
     assert "X Type: Steps, X Values: \"2, 3\", Y Type: CFG Scale, Y Values: \"1, 7\"" in result.infotexts[0]
     with Image.open(result.paths[0]) as saved:
         assert saved.size == grid.size and "Script: X/Y/Z plot" in saved.info["parameters"]
+
+
+def test_xyz_interrupt_stops_the_remaining_cells(app, base_request):
+    call = app.extensions.script_call("x/y/z plot", "txt2img", ["Seed", "1, 2", None, "Seed", "3, 4"])
+
+    def interrupt_in_second_cell(job):
+        if job.progress.image_index == 1 and job.progress.step == 1:
+            job.interrupt()
+
+    job = app.queue.submit(base_request.with_changes(extra={"script": call}), on_step=interrupt_in_second_cell)
+    result = job.wait(300)
+    assert result.interrupted and len(result.images) == 1 + 2  # the grid, the first cell, the stopped second
+    grid = pixels(result.images[0])
+    assert (grid[-64:, -128:] == 255).all()  # the bottom row was never made: blank
 
 
 def test_xyz_labels_are_the_axis_values(app, xyz, base_request):

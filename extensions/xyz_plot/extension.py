@@ -17,7 +17,6 @@ import random
 from webui.extensions import (GenerationRequest, GenerationResult, RequestError, Script, ScriptArg, ScriptContext,
                               ScriptUIContext, add_infotext_fields)
 
-from . import axes as axes_module
 from .axes import AXES, find_axis, parse_values
 from .grid import draw_grid, join_grids
 
@@ -126,6 +125,7 @@ class XYZPlot(Script):
                 if axis.field in ("seed", "subseed"):
                     values[i] = [v if v != -1 else random.randrange(MAX_SEED) for v in values[i]]
         searches = [vals[0] if axis.kind == "prompt_sr" else None for axis, vals in zip(axes, values)]
+        context.set_total(len(xs) * len(ys) * len(zs))
 
         cells: dict[tuple[int, int, int], GenerationResult] = {}
         interrupted = False
@@ -206,4 +206,4 @@ def setup(api) -> None:
     api.add_script(XYZPlot())
 
 
-__all__ = ["XYZPlot", "axes_module", "setup"]
+__all__ = ["XYZPlot", "setup"]

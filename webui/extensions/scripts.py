@@ -86,21 +86,63 @@ class ScriptContext:
     """What ``Script.run`` may use while it runs on the worker."""
 
     mode: str  # txt2img or img2img
-    _generate: Callable[[GenerationRequest], GenerationResult]
+    _generate: Callable[[GenerationRequest, Any], GenerationResult]  # (request, job) -> result
     _save: Callable[[Any, str, str, int, str], str]
     _find_checkpoint: Callable[[str], str]
     _checkpoints: Callable[[], list[str]]
     _job: Any = None
     engine_errors: list[BaseException] = field(default_factory=list)
+    _expected: int = 0  # generations announced with set_total
+    _batches_done: int = 0
+
+    def set_total(self, generations: int) -> None:
+        """Announce how many ``generate`` calls will follow, so progress and ETA cover the whole run."""
+        self._expected = max(0, int(generations))
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
-        """Run one generation on the current job (progress, interrupt and skip apply)."""
+        """Run one generation on the current job: its progress shows on the job as part of the whole
+        script run; the job's interrupt and skip reach it."""
+        from ..engine.jobs import Job
+
         extra = {k: v for k, v in request.extra.items() if k != SCRIPT_KEY}
+        request = request.with_changes(extra=extra)
+        parent = self._job
+        child = None
+        if parent is not None:
+            child = Job(request, id=parent.id, preview_every=parent.preview_every, preview_full=parent.preview_full,
+                        on_step=lambda job, _n=request.n_iter: self._relay(job, _n))
+            child.interrupted = parent.interrupted
         try:
-            return self._generate(request.with_changes(extra=extra))
+            result = self._generate(request, child)
         except BaseException as e:  # the engine's error (bad value, unknown model): not the script's fault
             self.engine_errors.append(e)
             raise
+        if child is not None:
+            self._batches_done += request.n_iter
+            if child.interrupted:  # asked for by an extension's step callback
+                parent.interrupt()
+        return result
+
+    def _relay(self, child: Any, n_iter: int) -> None:
+        """One generation's step -> the script's job: overall progress, ETA, preview; interrupt/skip back."""
+        import time
+
+        parent = self._job
+        if parent.interrupted:
+            child.interrupted = True
+        if parent.skipped:
+            child.skipped, parent.skipped = True, False
+        p, c = parent.progress, child.progress
+        p.step, p.total, p.preview = c.step, c.total, c.preview
+        p.image_index = self._batches_done + c.image_index
+        p.image_count = max(self._expected * n_iter, self._batches_done + c.image_count)
+        now = time.perf_counter()
+        if not p.started:
+            p.started = now
+        done = p.fraction
+        p.eta = (now - p.started) / done * (1 - done) if done > 0 else None
+        if parent.on_step is not None:
+            parent.on_step(parent)
 
     @property
     def interrupted(self) -> bool:
@@ -152,7 +194,7 @@ def make_script_context(app: Any, job: Any, mode: str) -> ScriptContext:
             raise ValueError(str(e)) from None
 
     return ScriptContext(
-        mode=mode, _generate=lambda request: app.engine.generate(request, job),
+        mode=mode, _generate=app.engine.generate,
         _save=lambda image, text, kind, seed, fmt: str(app.outputs.save(image, text, kind, seed, fmt)),
         _find_checkpoint=find_checkpoint, _checkpoints=lambda: [e.name for e in app.models.list("checkpoint")],
         _job=job)
