@@ -488,6 +488,22 @@ def test_xyz_interrupt_stops_the_remaining_cells(app, base_request):
     assert (grid[-64:, -128:] == 255).all()  # the bottom row was never made: blank
 
 
+def test_xyz_from_the_command_line(models_dir, tmp_path):
+    command = [sys.executable, str(ROOT / "app.py"), "generate", "--models-dir", str(models_dir), "--outputs-dir",
+               str(tmp_path / "out"), "--config-file", str(tmp_path / "c.yaml"), "--cache-dir", str(tmp_path / "cache"),
+               "--threads", "1", "--model", "tiny-sd1", "--prompt", "a red circle", "--steps", "2", "--width", "64",
+               "--height", "64", "--seed", "8", "--json", "--script", "x/y/z plot"]
+    done = subprocess.run(command + ["--script-args", '["CFG Scale", "1, 7"]'], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert len(document["images"]) == 3 and "txt2img-grids" in document["images"][0]
+    with Image.open(document["images"][0]) as grid:
+        assert grid.width == 128 and grid.height > 64 and "X Type: CFG Scale" in grid.info["parameters"]
+    wrong = subprocess.run(command + ["--script-args", '["Steps", "0"]'], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "error: script_args: X values (Steps)" in wrong.stderr
+
+
 def test_xyz_labels_are_the_axis_values(app, xyz, base_request):
     """The label bands hold exactly the text the grid module draws for these values (same font)."""
     grid_module = sys.modules[xyz.__name__.rsplit(".", 1)[0] + ".grid"]

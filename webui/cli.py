@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--depth-map", type=Path, help="depth map image (grayscale, near = bright); skips the estimator")
     gen.add_argument("--depth-model", help="depth estimator folder in models/depth/ (default: the first found)")
     gen.add_argument("--format", dest="output_format", default=None, help="png (default), jpg or webp")
+    gen.add_argument("--script", help="run a script from an extension, e.g. 'X/Y/Z plot' (see: extensions)")
+    gen.add_argument("--script-args", default="[]", metavar="JSON",
+                     help="the script's arguments as a JSON list, in the API's order")
     gen.add_argument("--json", action="store_true", help="print one JSON document")
 
     models = sub.add_parser("models", help="list model files with their probed architecture")
@@ -186,9 +189,11 @@ def cmd_generate(args) -> int:
                 logging.getLogger(__name__).info(
                     "no checkpoints of your own in %s: using the built-in demo model (coloured shapes, 64x64)",
                     settings.paths.checkpoints)
+        if args.script:
+            requests = _with_script(app, requests, args.script, args.script_args)
         images, seeds, infotexts = [], [], []
         for request in requests:
-            result = app.engine.generate(request)
+            result = _generate(app, request)
             images += result.paths
             seeds += result.seeds
             infotexts += result.infotexts
@@ -200,6 +205,34 @@ def cmd_generate(args) -> int:
     if args.json:
         _emit(args, {"images": images, "seeds": seeds, "infotexts": infotexts}, "")
     return 0
+
+
+def _with_script(app, requests: list, name: str, script_args: str) -> list:
+    from .extensions.scripts import SCRIPT_KEY, script_mode
+
+    try:
+        values = json.loads(script_args)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--script-args: not a JSON list ({e})") from None
+    out = []
+    for request in requests:
+        call = app.extensions.script_call(name, script_mode(request.mode), values)
+        out.append(request.with_changes(extra={**request.extra, SCRIPT_KEY: call}))
+    return out
+
+
+def _generate(app, request):
+    """One request: the engine, or the script it names (with its own job, as on the server's worker)."""
+    from .engine import Job
+    from .extensions import ExtensionError
+    from .extensions.scripts import SCRIPT_KEY, make_script_context, script_mode
+
+    if SCRIPT_KEY not in request.extra:
+        return app.engine.generate(request)
+    try:
+        return app.extensions.run_script(request, make_script_context(app, Job(request), script_mode(request.mode)))
+    except ExtensionError as e:
+        raise UserError(str(e)) from None
 
 
 def cmd_models(args) -> int:
