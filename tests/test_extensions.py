@@ -121,6 +121,9 @@ def test_every_callback_fires_with_the_right_data_and_its_changes_take_effect(ap
     calls.clear()
     engine.generate(base_request.with_changes(steps=1))
     assert not [c for c in calls if c[0] == "model_loaded"]
+    engine.generate(base_request.with_changes(steps=1, model="tiny-sd1-calm"))
+    engine.generate(base_request.with_changes(steps=1))
+    assert [c[1] for c in calls if c[0] == "model_loaded"] == ["tiny-sd1-calm.safetensors", "tiny-sd1.safetensors"]
 
 
 def test_decoded_images_can_be_replaced_and_step_latents_are_copies(app, recorder, base_request):

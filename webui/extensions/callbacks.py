@@ -7,6 +7,7 @@ Extensions tab; the generation goes on with the data as it was before that callb
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..engine import infotext as infotext_module
@@ -26,7 +27,7 @@ class CallbackResultError(TypeError):
 class Callbacks:
     def __init__(self, manager: "ExtensionManager"):
         self.manager = manager
-        self._last_model: tuple[int, str] | None = None
+        self._last_model: weakref.ref | None = None  # the LoadedModel the previous generation got
 
     def _registered(self, kind: str) -> list[tuple["Extension", Any]]:
         return [(e, fn) for e in self.manager.active() for fn in e.callbacks.get(kind, ())]
@@ -73,10 +74,12 @@ class Callbacks:
         return request
 
     def model_loaded(self, loaded: Any) -> None:
-        key = (id(loaded.components), loaded.entry.name)
-        if key == self._last_model:
+        if self._last_model is not None and self._last_model() is loaded:
             return
-        self._last_model = key
+        try:
+            self._last_model = weakref.ref(loaded)
+        except TypeError:  # not weak-referenceable: fire every time rather than miss a switch
+            self._last_model = None
         callbacks = self._registered("model_loaded")
         if not callbacks:
             return
