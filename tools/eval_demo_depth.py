@@ -14,7 +14,10 @@ Rows:
   * demo-shapes-depth + the depth map estimated by models/depth/demo-dpt from the
     scene's rendered image (DPTImageProcessor + DPTForDepthEstimation, loaded from the
     folder);
-  * demo-shapes (plain, no depth) on the same prompts and seeds.
+  * demo-shapes (plain, no depth) on the same prompts and seeds;
+  * control: demo-shapes-depth + the rendered depth map, with a prompt that keeps the
+    scene's shape name (colours still changed), to separate "follows the silhouette"
+    from "draws the prompted shape at the depth map's place".
 Columns: IoU of the generated image's non-background region (checker palette mapping)
 with the depth map's near region (> 0.5); position cell of the prompted-colour shape
 (else the largest shape) vs the scene's; shape colour and background as prompted
@@ -86,6 +89,14 @@ def main(argv=None):
     results["depth model + rendered depth"] = measure(items, imgs)
     images["rendered"] = imgs
     log(f"rendered depth ({time.time() - t0:.0f}s): {fmt_metrics(results['depth model + rendered depth'])}")
+
+    same = swapped_items(args.n, args.offset, keep_shape=True)
+    t0 = time.time()
+    imgs = generate(c.unet, c.text_encoder, c.vae, c.tokenizer, [it["prompt"] for it in same], seeds,
+                    rendered_depth_cond(same), scaling_factor=sf, steps=args.steps, cfg=args.cfg)
+    key = "depth model + rendered depth, prompt names the scene's shape (control)"
+    results[key] = measure(same, imgs)
+    log(f"control, same shape name ({time.time() - t0:.0f}s): {fmt_metrics(results[key])}")
 
     if args.estimator.is_dir():
         from train_demo_depth_estimator import depth_metrics

@@ -244,10 +244,11 @@ def generate(unet, text_encoder, vae, tok, prompts: list[str], seeds: list[int],
 # --------------------------------------------------------------------------
 # evaluation: held-out layouts with a prompt naming other colours and another shape
 # --------------------------------------------------------------------------
-def swapped_items(n: int, offset: int = 0) -> list[dict]:
+def swapped_items(n: int, offset: int = 0, keep_shape: bool = False) -> list[dict]:
     """Held-out one-shape scenes (seeds >= 10,000,000); for each a prompt with a different
-    shape colour, a different shape name, and a random background colour (differing from
-    the new shape colour); size and position as in the scene."""
+    shape colour, a different shape name (the scene's own with keep_shape), and a random
+    background colour (differing from the new shape colour); size and position as in the
+    scene."""
     items = []
     for i in range(n):
         seed = EVAL_SEED_BASE + 700_000 + offset + i
@@ -256,6 +257,8 @@ def swapped_items(n: int, offset: int = 0) -> list[dict]:
         rng = np.random.default_rng([seed, 11])
         colour = str(rng.choice([c for c in world.COLOUR_NAMES if c != s["colour"]]))
         shape = str(rng.choice([c for c in world.SHAPES if c != s["shape"]]))
+        if keep_shape:
+            shape = s["shape"]
         bg = str(rng.choice([c for c in world.COLOUR_NAMES if c != colour]))
         target = dict(seed=seed, background=bg, shapes=[dict(s, colour=colour, shape=shape)])
         _, depth = world.render(a)
