@@ -273,3 +273,31 @@ def test_send_to_inpaint_and_img2img_carry_image_and_settings(page):
     page.locator("#txt2img_send_to_inpaint").click()
     page.wait_for_function("document.querySelector('#inpaint_prompt textarea')?.value === 'a green triangle'")
     page.wait_for_selector("#inpaint_editor canvas")
+
+
+def test_depth_tab_estimates_the_map_and_generates_with_it(page, tmp_path):
+    # The shipped demo pair (demo-shapes-depth + models/depth/demo-dpt) is there on every install.
+    source = tmp_path / "depth-source.png"
+    picture = Image.new("RGB", (64, 64), (255, 255, 255))
+    picture.paste((220, 30, 30), (6, 20, 30, 44))  # a red square at the left on white
+    picture.save(source)
+    page.locator("#tab_depth-button").click()
+    page.wait_for_function("document.querySelector('#depth_checkpoint input')?.value.includes('demo-shapes-depth')")
+    page.locator("#depth_image input[type=file]").set_input_files(str(source))
+    page.wait_for_selector("#depth_image img")
+    page.locator("#depth_estimate").click()
+    page.wait_for_selector("#depth_map_view img")
+    data = page.request.get(page.locator("#depth_map_view img").get_attribute("src")).body()
+    estimated = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.int16)
+    assert estimated[32, 18] - estimated[32, 50] > 100  # the square is near (bright), the ground far
+    page.locator("#depth_prompt textarea").fill("a blue square on a yellow background")
+    set_number(page, "depth_steps", 12)
+    page.locator("#depth_seed input").fill("21")
+    set_number(page, "depth_denoising_strength", 1)
+    page.locator("#depth_generate").click()
+    image, _ = gallery_image(page, "depth")
+    params = image.info["parameters"]
+    assert "Model: demo-shapes-depth" in params and "Depth source: demo-dpt" in params
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    # the new picture keeps the layout: something other than the background where the square was
+    assert np.abs(pixels[28:36, 12:24] - pixels[28:36, 44:56].mean(axis=(0, 1))).sum(axis=2).mean() > 100
