@@ -86,6 +86,13 @@ def test_estimator_loads_from_a_folder_and_returns_a_map_at_the_image_size(depth
     assert tuple(hybrid.shape) == (40, 72)
 
 
+def test_models_lists_estimators_with_hash_and_architecture(depth_app):
+    records = {r["name"]: r for r in map(depth_app.models.describe, depth_app.models.list("depth"))}
+    hybrid = records["tiny-dpt-hybrid"]
+    assert (hybrid["architecture"], hybrid["hybrid"], hybrid["image_size"]) == ("dpt", True, 64)
+    assert len(hybrid["hash"]) == 10 and "error" not in hybrid
+
+
 def test_bad_estimators_are_refused_with_the_reason(depth_app):
     from webui.model_manager import ModelFileError
 

@@ -244,6 +244,8 @@ def cmd_models(args) -> int:
     lines = []
     for r in records:
         arch = " ".join(str(r[k]) for k in ("family", "variant", "prediction") if k in r)
+        if r.get("architecture"):  # depth estimators
+            arch = f"{r['architecture']}{' hybrid' if r.get('hybrid') else ''} {r.get('image_size')}px"
         problem = f"  ! {r['error']}" if "error" in r else ""
         lines.append(f"{r['kind']:<10} {r.get('hash', '?'):<10} {arch:<28} {r['name']}{problem}")
     _emit(args, {"models": records}, "\n".join(lines) or f"no models found under {settings.models_dir}")

@@ -62,9 +62,13 @@ def file_sha256(path: Path) -> str:
 
 
 def hashed_file(path: Path) -> Path:
-    """The file whose hash names a model: the file itself, or a diffusers folder's UNet weights."""
+    """The file whose hash names a model: the file itself, a diffusers folder's UNet weights, or a
+    transformers folder's weights (depth estimators)."""
     if path.is_dir():
         for candidate in sorted((path / "unet").glob("diffusion_pytorch_model*")):
             return candidate
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (path / name).is_file():
+                return path / name
         return path / "model_index.json"
     return path

@@ -159,6 +159,12 @@ class ModelManager:
                 if not info.supported:
                     record["error"] = f"{info.family} checkpoints are not supported yet" if info.family == "sdxl" \
                         else "not a recognised Stable Diffusion checkpoint"
+            elif entry.kind == "depth" and entry.path.is_dir():
+                import json
+
+                config = json.loads((entry.path / "config.json").read_text())
+                record.update(architecture=config.get("model_type"), hybrid=bool(config.get("is_hybrid")),
+                              image_size=config.get("image_size"))
             elif entry.kind == "embedding":
                 from .embeddings import read_embedding_vectors
 
