@@ -558,3 +558,18 @@ def test_xyz_bad_arguments_name_the_problem(app, base_request):
     with pytest.raises(RequestError, match="unknown checkpoint 'nope-model'"):
         app.queue.submit(base_request.with_changes(extra={"script": call})).wait(300)
     assert app.extensions.get("xyz_plot").status == "loaded"  # the user's mistake is not the extension's
+
+
+def test_xyz_axis_indices_are_a1111s_for_each_tab(xyz, app):
+    # what an A1111 client sends: integer axis types from A1111's dropdown of that tab
+    assert [xyz.find_axis(i, "x_type", "txt2img").name for i in (0, 1, 4, 6, 7, 9, 11, 17, 22)] == [
+        "Nothing", "Seed", "Steps", "CFG Scale", "Prompt S/R", "Sampler", "Checkpoint name", "Schedule type",
+        "Clip skip"]
+    assert [xyz.find_axis(i, "x_type", "img2img").name for i in (5, 9, 10, 22)] == [
+        "CFG Scale", "Sampler", "Checkpoint name", "Denoising"]
+    with pytest.raises(ValueError, match="A1111's axis 5 \\('Hires steps'\\) is not available"):
+        xyz.find_axis(5, "x_type", "txt2img")
+    with pytest.raises(ValueError, match="out of range"):
+        xyz.find_axis(99, "x_type")
+    call = app.extensions.script_call("x/y/z plot", "img2img", [22, "0.5, 1"])
+    assert call.args[0] == "Denoising"

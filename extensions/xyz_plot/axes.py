@@ -90,19 +90,45 @@ AXES: tuple[Axis, ...] = (
 )
 
 
+# A1111's axis lists (1.10), so API clients that send A1111's axis *indices* in script_args get the
+# same axis there and here. Entries: (label, the only mode it is offered in, or None for both).
+_A1111_AXES = (
+    ("Nothing", None), ("Seed", None), ("Var. seed", None), ("Var. strength", None), ("Steps", None),
+    ("Hires steps", "txt2img"), ("CFG Scale", None), ("Image CFG Scale", "img2img"), ("Prompt S/R", None),
+    ("Prompt order", None), ("Sampler", "txt2img"), ("Hires sampler", "txt2img"), ("Sampler", "img2img"),
+    ("Checkpoint name", None), ("Negative Guidance minimum sigma", None), ("Sigma Churn", None),
+    ("Sigma min", None), ("Sigma max", None), ("Sigma noise", None), ("Schedule type", None),
+    ("Schedule min sigma", None), ("Schedule max sigma", None), ("Schedule rho", None), ("Eta", None),
+    ("Clip skip", None), ("Denoising", None), ("Initial noise multiplier", None), ("Extra noise", None),
+    ("Hires upscaler", "txt2img"), ("Cond. Image Mask Weight", "img2img"), ("VAE", None), ("Styles", None),
+    ("UniPC Order", None), ("Face restore", None), ("Token merging ratio", None),
+    ("Token merging ratio high-res", None), ("Always discard next-to-last sigma", None),
+    ("SGM noise multiplier", None), ("Refiner checkpoint", None), ("Refiner switch at", None), ("RNG source", None),
+)
+
+
+def a1111_axis_labels(mode: str) -> list[str]:
+    """A1111's X/Y/Z axis dropdown for ``mode`` (txt2img, or img2img which inpainting shares)."""
+    mode = "txt2img" if mode == "txt2img" else "img2img"
+    return [label for label, only in _A1111_AXES if only in (None, mode)]
+
+
 def _norm(text: str) -> str:
     return " ".join(str(text).strip().lower().replace("_", " ").split())
 
 
-def find_axis(value: Any, argument: str) -> Axis:
-    """An axis by index (into ``AXES``) or by name/alias, in any case."""
+def find_axis(value: Any, argument: str, mode: str = "txt2img") -> Axis:
+    """An axis by name/alias in any case, or by its index in A1111's axis list for ``mode``."""
     if isinstance(value, bool):
         raise ValueError(f"{argument}: expected an axis name or index, got {value!r}")
     if isinstance(value, int) or (isinstance(value, str) and _INT.match(value.strip())):
-        index = int(value)
-        if 0 <= index < len(AXES):
-            return AXES[index]
-        raise ValueError(f"{argument}: axis index {index} out of range 0-{len(AXES) - 1}")
+        index, labels = int(value), a1111_axis_labels(mode)
+        if not 0 <= index < len(labels):
+            raise ValueError(f"{argument}: axis index {index} out of range 0-{len(labels) - 1} (A1111's {mode} list)")
+        value = labels[index]
+        if not any(_norm(value) == _norm(axis.name) for axis in AXES):
+            raise ValueError(f"{argument}: A1111's axis {index} ({value!r}) is not available here; choose one of: "
+                             + ", ".join(a.name for a in AXES))
     if value is None:
         return AXES[0]
     wanted = _norm(value)

@@ -8,7 +8,8 @@ Script arguments (UI controls and the API's ``script_args``, in this order, A111
 ``x_type, x_values, x_values_dropdown, y_type, y_values, y_values_dropdown, z_type, z_values,
 z_values_dropdown, draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds, vary_seeds_x,
 vary_seeds_y, vary_seeds_z, margin_size, csv_mode``. Axis types are names ("Steps", "CFG Scale", ...)
-or indices into ``axes.AXES``; values are text ("1-5, 8") or a list.
+or indices into A1111's axis list for the tab (``axes.a1111_axis_labels``); values are text ("1-5, 8")
+or a list.
 """
 from __future__ import annotations
 
@@ -40,10 +41,10 @@ class XYZPlot(Script):
     )
 
     # ---- arguments ------------------------------------------------------------------------
-    def parse_args(self, args: list) -> list:
-        args = super().parse_args(args)
+    def parse_args(self, args: list, mode: str = "txt2img") -> list:
+        args = super().parse_args(args, mode)
         for i, axis in ((0, "x_type"), (3, "y_type"), (6, "z_type")):
-            args[i] = find_axis(args[i], axis).name
+            args[i] = find_axis(args[i], axis, mode).name
             values = args[i + 1]
             if values is None:
                 args[i + 1] = ""

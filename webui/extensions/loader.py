@@ -218,7 +218,7 @@ class ExtensionManager:
         if not isinstance(args, (list, tuple)):
             raise RequestError("script_args", "must be a list of the script's arguments in order")
         try:
-            parsed = script.parse_args(list(args))
+            parsed = script.parse_args(list(args), mode)
         except RequestError:
             raise
         except (ValueError, TypeError) as e:

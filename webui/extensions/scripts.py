@@ -41,9 +41,9 @@ class Script:
         """Create Gradio components (inside the script's panel) and return them in ``arguments`` order."""
         return []
 
-    def parse_args(self, args: list[Any]) -> list[Any]:
-        """API/UI values -> the values ``run`` gets; raise ``ValueError`` naming the argument if one is
-        unusable. The default fills missing trailing arguments from ``arguments``."""
+    def parse_args(self, args: list[Any], mode: str = "txt2img") -> list[Any]:
+        """API/UI values for a run in ``mode`` -> the values ``run`` gets; raise ``ValueError`` naming the
+        argument if one is unusable. The default fills missing trailing arguments from ``arguments``."""
         args = list(args)
         if len(args) > len(self.arguments) and self.arguments:
             args = args[: len(self.arguments)]
