@@ -27,6 +27,9 @@ def depth_models(tmp_path_factory) -> Path:
     write_depth_estimator(root / "depth" / "tiny-dpt-noproc", seed=2, with_processor=False)
     write_depth_estimator(root / "depth" / "tiny-dpt-hybrid", seed=3, image_size=64, hybrid=True)
     (root / "depth" / "not-a-folder.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}      ")
+    truncated = write_depth_estimator(root / "depth" / "truncated-dpt", seed=4)
+    weights = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     bad = root / "depth" / "wrong-type"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "bert"}))
@@ -98,6 +101,8 @@ def test_bad_estimators_are_refused_with_the_reason(depth_app):
 
     with pytest.raises(ModelFileError, match="not a DPT depth estimator"):
         depth_app.models.depth_estimator("wrong-type")
+    with pytest.raises(ModelFileError, match="truncated-dpt"):
+        depth_app.models.depth_estimator("truncated-dpt")
     with pytest.raises(ModelFileError, match="is a folder with config.json"):
         depth_app.models.depth_estimator("not-a-folder.safetensors")
     with pytest.raises(ValueError, match="invalid depth name"):

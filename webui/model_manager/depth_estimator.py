@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .tensor_files import ModelFileError
+from .tensor_files import ModelFileError, open_tensor_file
 
 log = logging.getLogger(__name__)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -38,12 +38,19 @@ class DepthEstimator:
         if config.get("model_type") != "dpt":
             raise ModelFileError(f"{name}: model_type {config.get('model_type')!r} is not a DPT depth estimator "
                                  f"(expected the layout of Intel/dpt-hybrid-midas or Intel/dpt-large)")
-        if not any((folder / w).is_file() for w in WEIGHT_FILES):
+        weights = [folder / w for w in WEIGHT_FILES if (folder / w).is_file()]
+        if not weights:
             raise ModelFileError(f"{name}: no weights in the folder (expected {' or '.join(WEIGHT_FILES)})")
+        if weights[0].suffix == ".safetensors":
+            try:  # the header checked against the file size: truncation and corruption named here
+                open_tensor_file(weights[0])
+            except ModelFileError as e:
+                raise ModelFileError(f"{name}/{e}") from None
         try:
+            # .bin weights go through transformers' torch.load(weights_only=True): tensors only, no code
             model = DPTForDepthEstimation.from_pretrained(folder, local_files_only=True, torch_dtype=dtype,
-                                                          use_safetensors=(folder / WEIGHT_FILES[0]).is_file())
-        except (OSError, ValueError, RuntimeError) as e:
+                                                          use_safetensors=weights[0].suffix == ".safetensors")
+        except Exception as e:  # noqa: BLE001 (safetensors, pickle and shape errors all mean a bad file)
             raise ModelFileError(f"{name}: cannot load depth estimator ({str(e).splitlines()[0]})") from None
         # Without torchvision transformers falls back to the PIL processor; ask for it directly.
         processor_class = getattr(transformers, "DPTImageProcessorPil", None) or transformers.DPTImageProcessor
