@@ -2,7 +2,7 @@
 ``transformers.DPTForDepthEstimation`` architecture (non-hybrid ViT DPT, like
 Intel/dpt-large, only tiny), and save it as a transformers folder.
 
-    python tools/train_demo_depth_estimator.py --stage train --steps 3000
+    python tools/train_demo_depth_estimator.py --stage train --steps 3500
     python tools/train_demo_depth_estimator.py --stage export      # -> models/depth/demo-dpt/
     python tools/train_demo_depth_estimator.py --stage eval --n 500
 

@@ -18,7 +18,7 @@ normal model) and is fine-tuned.
 
 Stages (each resumes from its last checkpoint):
 
-    python tools/train_demo_depth_model.py --stage train --steps 6000
+    python tools/train_demo_depth_model.py --stage train --steps 7000 --lr-decay-start 5000
     python tools/train_demo_depth_model.py --stage export
 
 State lives OUTSIDE the repository (default /work/demo_depth_training):
