@@ -273,6 +273,11 @@ def test_send_to_inpaint_and_img2img_carry_image_and_settings(page):
     page.locator("#txt2img_send_to_inpaint").click()
     page.wait_for_function("document.querySelector('#inpaint_prompt textarea')?.value === 'a green triangle'")
     page.wait_for_selector("#inpaint_editor canvas")
+    page.locator("#tab_txt2img-button").click()
+    page.locator("#txt2img_send_to_depth").click()
+    page.wait_for_function("document.querySelector('#depth_prompt textarea')?.value === 'a green triangle'")
+    assert page.locator("#depth_seed input").input_value() == "777"
+    page.wait_for_selector("#depth_image img")
 
 
 def test_depth_tab_estimates_the_map_and_generates_with_it(page, tmp_path):
