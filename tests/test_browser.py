@@ -293,7 +293,9 @@ def test_depth_tab_estimates_the_map_and_generates_with_it(page, tmp_path):
     page.locator("#depth_estimate").click()
     page.wait_for_selector("#depth_map_view img")
     data = page.request.get(page.locator("#depth_map_view img").get_attribute("src")).body()
-    estimated = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.int16)
+    shown = Image.open(io.BytesIO(data)).convert("L")
+    assert shown.width >= 256  # the 64x64 map is enlarged for display
+    estimated = np.asarray(shown.resize((64, 64), Image.NEAREST), dtype=np.int16)
     assert estimated[32, 18] - estimated[32, 50] > 100  # the square is near (bright), the ground far
     page.locator("#depth_prompt textarea").fill("a blue square on a yellow background")
     set_number(page, "depth_steps", 12)

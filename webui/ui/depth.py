@@ -10,8 +10,8 @@ import gradio as gr
 from ..engine.depth import depth_to_image
 from ..model_manager import ModelFileError, ModelNotFound
 from ..model_manager.manager import NO_DEPTH_MODEL
-from .generation import GenerationTab, build_prompt_row, build_results, build_sampling_controls, error_html, \
-    wire_generation
+from .generation import GenerationTab, build_prompt_row, build_results, build_sampling_controls, enlarged, \
+    error_html, wire_generation
 from .img2img import _image_controls
 
 AUTOMATIC = "Automatic"
@@ -88,7 +88,7 @@ def build(ui) -> GenerationTab:
             depth = ui.app.queue.submit(task).wait()
         except (ModelNotFound, ModelFileError, ValueError) as e:
             return None, error_html(e)
-        return depth_to_image(depth), ""
+        return enlarged(depth_to_image(depth)), ""
 
     def do_refresh():
         choices = depth_checkpoint_choices(ui)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
+from PIL import Image
 
 from ..engine import GenerationRequest, RequestError
 from ..engine.conditioning import count_tokens
@@ -167,6 +168,14 @@ def request_from(tab: GenerationTab, data: dict, app, extra: dict[str, Any]) -> 
     return GenerationRequest(**{**fields, **extra}).validated()
 
 
+def enlarged(image, at_least: int = 256):
+    """A small picture (the demo model's 64x64 depth map) scaled up by whole pixels for display."""
+    if image is None or max(image.size) >= at_least:
+        return image
+    factor = -(-at_least // max(image.size))
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
 def progress_html(job, position: int) -> str:
     if position > 0:
         return f"<div class='progress-text'>Waiting in queue: position {position}</div>"
@@ -239,7 +248,7 @@ def make_run_handler(ui, tab: GenerationTab, build_extra: Callable[[dict], dict[
         note = " (interrupted)" if result.interrupted else ""
         timing = result.timings.get("total", 0)
         if tab.depth_view is not None:
-            outputs_idle[tab.depth_view] = result.depth_map
+            outputs_idle[tab.depth_view] = enlarged(result.depth_map)
         yield {**outputs_idle, tab.gallery: files, tab.infotext: result.infotexts[0] if result.infotexts else "",
                tab.results: results, tab.preview: gr.update(value=None, visible=False),
                tab.status: f"<div class='progress-text done'>Done{note}: {len(files)} image(s) in {timing:.1f}s</div>"}
