@@ -3,7 +3,7 @@ Stable Diffusion 2's 512-depth model, and export it as one LDM-layout checkpoint
 
 The UNet takes 5 input channels: the 4 latent channels followed by ONE depth
 channel, ``torch.cat([latents, depth], dim=1)`` (depth last). The depth channel is
-``depth_condition(depth, latent_size)`` below (= diffusers'
+``depth_condition(depth, latent_size)`` from webui/engine/depth.py, the web UI's own (= diffusers'
 StableDiffusionDepth2ImgPipeline.prepare_depth_map: bicubic resize to the latent
 size, then per-image min/max normalisation to [-1, 1], near = large). Under
 classifier-free guidance the same depth channel goes with the conditional and the
@@ -44,6 +44,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO))
 import demo_world as world  # noqa: E402
+# The base model's training helpers, and the engine's own depth_condition, so that training and
+# the web UI prepare the depth channel with one and the same function.
+from train_demo_model import (SCHEDULER_CONFIG, atomic_save, fmt_eta, images_to_tensor, log,  # noqa: E402,F401
+                              tensor_to_images, tokenize)
+
+from webui.engine.depth import depth_condition  # noqa: E402,F401  (also used by eval_demo_depth.py)
 
 DEFAULT_STATE = Path("/work/demo_depth_training")
 DEFAULT_CACHE = Path("/work/demo_training")  # the demo model's training state (read-only cache)
@@ -52,46 +58,6 @@ OUT_MODEL = REPO / "models" / "Stable-diffusion" / "demo-shapes-depth.safetensor
 EVAL_SEED_BASE = 10_000_000  # seeds >= this are never used for training
 N_TRAIN = 30000
 
-SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-)
-
-
-def depth_condition(depth, size):  # depth: (B,1,H,W) float, near = large; size: (h, w) latent size
-    d = F.interpolate(depth, size=size, mode="bicubic", align_corners=False)
-    lo = d.amin(dim=(1, 2, 3), keepdim=True); hi = d.amax(dim=(1, 2, 3), keepdim=True)
-    return torch.where(hi - lo > 1e-6, 2.0 * (d - lo) / (hi - lo).clamp(min=1e-6) - 1.0, torch.zeros_like(d))
-
-
-# --------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------
-def log(msg: str) -> None:
-    print(time.strftime("%H:%M:%S"), msg, flush=True)
-
-
-def atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def fmt_eta(sec: float) -> str:
-    sec = int(max(sec, 0))
-    return f"{sec // 3600}h{sec % 3600 // 60:02d}m{sec % 60:02d}s"
-
-
-def images_to_tensor(imgs: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def tensor_to_images(x: torch.Tensor) -> np.ndarray:
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-def tokenize(tok, captions: list[str]) -> torch.Tensor:
-    return tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
 
 
 def load_checkpoint_components(path: Path, device="cpu", dtype=torch.float32):
