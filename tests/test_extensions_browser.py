@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, choose, gallery_image, small_settings, start_server
+from test_browser import CHROMIUM, browser, choose, gallery_image, small_settings, start_server  # noqa: F401
 from test_extensions import make_git_repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,20 +44,10 @@ def ext_server(models_dir, tmp_path_factory):
     proc.wait(20)
 
 
-@pytest.fixture(scope="module")
-def ext_browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
-def page(ext_browser, ext_server):
+def page(browser, ext_server):
     url, _ = ext_server
-    context = ext_browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(url)
