@@ -76,3 +76,13 @@ def base_request():
 
     return GenerationRequest(prompt="a red circle", model="tiny-sd1", steps=4, seed=1234, width=64, height=64,
                              save_images=False)
+
+
+@pytest.fixture(scope="session")
+def demo_app(tmp_path_factory):
+    """An App over the repository's own models/ folder: the shipped demo models, nothing else."""
+    from webui.application import App
+    from webui.config import Settings
+
+    tmp = tmp_path_factory.mktemp("demo")
+    return App(Settings(outputs_dir=tmp / "out", cache_dir=tmp / "cache", config_file=tmp / "none.yaml", threads=1))

@@ -21,15 +21,9 @@ SCENES = [s for s in (sample_scene(10_500_000 + i, two_shape_prob=0.0) for i in 
           if s["shapes"][0]["size"] == "large"][:3]
 
 
-@pytest.fixture(scope="module")
-def demo_app(tmp_path_factory):
-    from webui.application import App
-    from webui.config import Settings
-
-    tmp = tmp_path_factory.mktemp("demo-depth")
-    app = App(Settings(outputs_dir=tmp / "out", cache_dir=tmp / "cache", config_file=tmp / "none.yaml", threads=1))
-    assert app.models.find(DEPTH_MODEL).path.is_file(), "the demo depth model ships with the repository"
-    return app
+@pytest.fixture(scope="module", autouse=True)
+def _demo_depth_model_ships(demo_app):
+    assert demo_app.models.find(DEPTH_MODEL).path.is_file(), "the demo depth model ships with the repository"
 
 
 def other(colour: str, *avoid: str) -> str:

@@ -18,15 +18,9 @@ from webui.engine import GenerationRequest  # noqa: E402
 DEMO = "demo-shapes"
 
 
-@pytest.fixture(scope="module")
-def demo_app(tmp_path_factory):
-    from webui.application import App
-    from webui.config import Settings
-
-    tmp = tmp_path_factory.mktemp("demo")
-    app = App(Settings(outputs_dir=tmp / "out", cache_dir=tmp / "cache", config_file=tmp / "none.yaml", threads=1))
-    assert app.models.find(DEMO).path.is_file(), "the demo model ships with the repository"
-    return app
+@pytest.fixture(scope="module", autouse=True)
+def _demo_model_ships(demo_app):
+    assert demo_app.models.find(DEMO).path.is_file(), "the demo model ships with the repository"
 
 
 def request(prompt: str, **changes) -> GenerationRequest:
