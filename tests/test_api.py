@@ -187,3 +187,28 @@ def test_infotext_field_fills_what_the_request_leaves_out(api_server):
     info = json.loads(payload["info"])
     assert info["prompt"] == "a green triangle" and info["negative_prompt"] == "blurry"
     assert info["all_seeds"] == [78] and info["sampler_name"] == "DDIM" and info["steps"] == 2
+
+
+def png_base64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_img2img_with_a_depth_checkpoint(api_server):
+    # the shipped demo depth pair is on every install; A1111's way: choose the checkpoint per request
+    scene = Image.new("RGB", (64, 64), (245, 245, 245))
+    scene.paste((220, 30, 30), (6, 20, 30, 44))
+    body = {"init_images": [png_base64(scene)], "prompt": "a blue square on a yellow background", "steps": 6,
+            "seed": 8, "denoising_strength": 1.0, "width": 64, "height": 64, "sampler_name": "DPM++ 2M",
+            "override_settings": {"sd_model_checkpoint": "demo-shapes-depth"}}
+    code, estimated = post(api_server, "/sdapi/v1/img2img", body)
+    assert code == 200, estimated
+    assert "Depth source: demo-dpt" in json.loads(estimated["info"])["infotexts"][0]
+    near_right = Image.new("L", (64, 64), 0)
+    near_right.paste(255, (36, 20, 60, 44))
+    code, uploaded = post(api_server, "/sdapi/v1/img2img", {**body, "depth_map": png_base64(near_right)})
+    assert code == 200 and "Depth source: uploaded" in json.loads(uploaded["info"])["infotexts"][0]
+    assert uploaded["images"][0] != estimated["images"][0]
+    code, payload = post(api_server, "/sdapi/v1/img2img", {**body, "depth_map": "not an image"})
+    assert code == 422 and "depth_map" in payload["detail"]

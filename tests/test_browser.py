@@ -154,7 +154,10 @@ def test_inpaint_stroke_changes_only_the_painted_area(page, tmp_path):
     page.locator("#inpaint_editor input[type=file]").first.set_input_files(str(source))
     canvas = page.locator("#inpaint_editor canvas").first
     canvas.wait_for()
-    time.sleep(2.0)  # the editor draws the uploaded image asynchronously
+    # the editor takes the picture in asynchronously (slowly under load); its Undo button comes alive then
+    page.wait_for_function("Array.from(document.querySelectorAll('#inpaint_editor button'))"
+                           ".some(b => !b.disabled && (b.getAttribute('aria-label') || b.title) === 'Undo')")
+    time.sleep(1.0)
     box = canvas.bounding_box()
     # A short stroke across the middle of the picture.
     page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5)
