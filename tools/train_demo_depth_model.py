@@ -47,7 +47,7 @@ import demo_world as world  # noqa: E402
 # The base model's training helpers, and the engine's own depth_condition, so that training and
 # the web UI prepare the depth channel with one and the same function.
 from train_demo_model import (SCHEDULER_CONFIG, atomic_save, fmt_eta, images_to_tensor, log,  # noqa: E402,F401
-                              tensor_to_images, tokenize)
+                              tensor_to_images, tokenize, training_noise)
 
 from webui.engine.depth import depth_condition  # noqa: E402,F401  (also used by eval_demo_depth.py)
 
@@ -334,15 +334,7 @@ def stage_train(args):
         dep = depths[idx].float()[:, None]
         dep = augment_depth(dep, gen, args.depth_aug)
         dc = depth_condition(dep, tuple(z0.shape[-2:]))
-        noise = torch.randn(z0.shape, generator=gen)
-        if args.noise_offset:
-            noise = noise + args.noise_offset * torch.randn(z0.shape[0], z0.shape[1], 1, 1, generator=gen)
-        if args.pyramid_noise:
-            b, c, h, w = z0.shape
-            for i, r in enumerate((8, 4, 2)):
-                low = torch.randn(b, c, r, r, generator=gen)
-                noise = noise + args.pyramid_noise ** (i + 1) * F.interpolate(low, size=(h, w), mode="bilinear")
-            noise = noise / noise.std(dim=(1, 2, 3), keepdim=True)
+        noise = training_noise(tuple(z0.shape), gen, args.noise_offset, args.pyramid_noise)
         t_uni = torch.randint(0, 1000, (args.batch,), generator=gen)
         t_hi = torch.randint(500, 1000, (args.batch,), generator=gen)
         hi = torch.rand(args.batch, generator=gen) < args.high_noise_frac

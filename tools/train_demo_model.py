@@ -376,6 +376,28 @@ def encode_training_set(state: Path, vae, sf: float, data: dict, device) -> torc
     return lat
 
 
+def training_noise(shape: tuple[int, ...], gen: torch.Generator, noise_offset: float,
+                   pyramid_noise: float) -> torch.Tensor:
+    """The noise of one training batch (on the CPU, from ``gen``)."""
+    noise = torch.randn(shape, generator=gen)
+    if noise_offset:
+        # offset noise: SD's schedule leaks ~7% of the signal at t=999; for flat
+        # backgrounds that leak is the per-channel latent mean, i.e. the background
+        # colour, which the model would otherwise read from the (random) initial
+        # noise instead of from the prompt.
+        noise = noise + noise_offset * torch.randn(shape[0], shape[1], 1, 1, generator=gen)
+    if pyramid_noise:
+        # multi-resolution noise: the same leak carries the layout (low spatial
+        # frequencies) at high t, so the model would take the shape's position from
+        # the initial noise instead of the prompt; masking it forces the text path.
+        b, c, h, w = shape
+        for i, r in enumerate((8, 4, 2)):
+            low = torch.randn(b, c, r, r, generator=gen)
+            noise = noise + pyramid_noise ** (i + 1) * F.interpolate(low, size=(h, w), mode="bilinear")
+        noise = noise / noise.std(dim=(1, 2, 3), keepdim=True)
+    return noise
+
+
 def stage_unet(args, device):
     from diffusers import DDPMScheduler
     state = args.state_dir
@@ -443,23 +465,7 @@ def stage_unet(args, device):
         caps = ["" if rng.random() < args.caption_dropout else world.caption_from_attrs(attrs[i], rng=rng)
                 for i in idx]
         z0 = latents[idx].to(device)
-        noise = torch.randn(z0.shape, generator=gen)
-        if args.noise_offset:
-            # offset noise: SD's schedule leaks ~7% of the signal at t=999; for flat
-            # backgrounds that leak is the per-channel latent mean, i.e. the background
-            # colour, which the model would otherwise read from the (random) initial
-            # noise instead of from the prompt.
-            noise = noise + args.noise_offset * torch.randn(z0.shape[0], z0.shape[1], 1, 1, generator=gen)
-        if args.pyramid_noise:
-            # multi-resolution noise: the same leak carries the layout (low spatial
-            # frequencies) at high t, so the model would take the shape's position from
-            # the initial noise instead of the prompt; masking it forces the text path.
-            b, c, h, w = z0.shape
-            for i, r in enumerate((8, 4, 2)):
-                low = torch.randn(b, c, r, r, generator=gen)
-                noise = noise + args.pyramid_noise ** (i + 1) * F.interpolate(low, size=(h, w), mode="bilinear")
-            noise = noise / noise.std(dim=(1, 2, 3), keepdim=True)
-        noise = noise.to(device)
+        noise = training_noise(tuple(z0.shape), gen, args.noise_offset, args.pyramid_noise).to(device)
         t_uni = torch.randint(0, 1000, (args.batch,), generator=gen)
         t_hi = torch.randint(500, 1000, (args.batch,), generator=gen)
         hi = torch.rand(args.batch, generator=gen) < args.high_noise_frac
