@@ -145,18 +145,37 @@ def test_img2img_from_an_uploaded_file(page, tmp_path):
     assert "Denoising strength: 0.5" in image.info["parameters"]
 
 
+EDITOR_BUTTON = ("Array.from(document.querySelectorAll('#inpaint_editor button'))"
+                 ".some(b => (b.getAttribute('aria-label') || b.title) === '{label}'{extra})")
+
+
+def upload_to_inpaint_editor(page, source: Path) -> None:
+    """Upload a picture into the mask painter and wait until it has taken it.
+
+    The editor mounts its canvas asynchronously after the tab opens; a file given before its
+    toolbar exists can be lost, so wait for the toolbar first. It has taken the picture when
+    Undo comes alive (the picture is the first history entry); under load, give it one retry."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.wait_for_function(EDITOR_BUTTON.format(label="Undo", extra=""))
+    for attempt in range(2):
+        page.locator("#inpaint_editor input[type=file]").first.set_input_files(str(source))
+        try:
+            page.wait_for_function(EDITOR_BUTTON.format(label="Undo", extra=" && !b.disabled"), timeout=30_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 1:
+                raise
+
+
 def test_inpaint_stroke_changes_only_the_painted_area(page, tmp_path):
     source = tmp_path / "inpaint-source.png"
     rng = np.random.default_rng(0)
     original = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
     original.save(source)
     page.locator("#tab_inpaint-button").click()
-    page.locator("#inpaint_editor input[type=file]").first.set_input_files(str(source))
+    upload_to_inpaint_editor(page, source)
     canvas = page.locator("#inpaint_editor canvas").first
-    canvas.wait_for()
-    # the editor takes the picture in asynchronously (slowly under load); its Undo button comes alive then
-    page.wait_for_function("Array.from(document.querySelectorAll('#inpaint_editor button'))"
-                           ".some(b => !b.disabled && (b.getAttribute('aria-label') || b.title) === 'Undo')")
     time.sleep(1.0)
     box = canvas.bounding_box()
     # A short stroke across the middle of the picture.
