@@ -462,12 +462,13 @@ def stage_unet(args, device):
         for g in opt.param_groups:
             g["lr"] = lr
         idx = rng.integers(0, len(latents), args.batch)
-        caps = ["" if rng.random() < args.caption_dropout else world.caption_from_attrs(attrs[i], rng=rng)
+        caps = ["" if rng.random() < args.caption_dropout else world.caption_from_attrs(
+                    attrs[i], world.random_mention(rng, attrs[i], p_position=args.position_mention))
                 for i in idx]
         z0 = latents[idx].to(device)
         noise = training_noise(tuple(z0.shape), gen, args.noise_offset, args.pyramid_noise).to(device)
         t_uni = torch.randint(0, 1000, (args.batch,), generator=gen)
-        t_hi = torch.randint(500, 1000, (args.batch,), generator=gen)
+        t_hi = torch.randint(args.high_noise_from, 1000, (args.batch,), generator=gen)
         hi = torch.rand(args.batch, generator=gen) < args.high_noise_frac
         t = torch.where(hi, t_hi, t_uni).to(device)
         a = acp[t].view(-1, 1, 1, 1)
@@ -583,7 +584,11 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--high-noise-frac", type=float, default=0.3,
-                   help="fraction of timesteps drawn from the high-noise half [500,1000)")
+                   help="fraction of timesteps drawn from the high-noise band [--high-noise-from, 1000)")
+    p.add_argument("--high-noise-from", type=int, default=500,
+                   help="UNet: the extra timesteps (--high-noise-frac) are drawn from [this, 1000)")
+    p.add_argument("--position-mention", type=float, default=0.6,
+                   help="UNet: probability that a caption names a shape's position")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--noise-offset", type=float, default=0.1, help="UNet: offset-noise strength (0 = off)")
     p.add_argument("--snr-weight-cap", type=float, default=0.0,
