@@ -413,10 +413,11 @@ def stage_unet(args, device):
     # The 49,408 x 128 token embedding stays at its random init (frozen): random
     # vectors are distinct inputs for the few dozen words of the grammar, and
     # updating 6.3M parameters every step was ~15% of a CPU step.
-    te.get_input_embeddings().requires_grad_(False)
+    # (--train-token-embedding lets a fine-tune move the grammar's word vectors after all.)
+    te.get_input_embeddings().requires_grad_(args.train_token_embedding)
     params = [p for p in list(unet.parameters()) + list(te.parameters()) if p.requires_grad]
     ema_params = [p for p in list(ema_unet.parameters()) + list(ema_te.parameters())
-                  if p.shape != te.get_input_embeddings().weight.shape]
+                  if args.train_token_embedding or p.shape != te.get_input_embeddings().weight.shape]
     assert len(ema_params) == len(params)
     base_lr = args.lr or 6e-4
     opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=0.01, fused=device.type in ("cpu", "cuda"))
@@ -430,8 +431,12 @@ def stage_unet(args, device):
         s = torch.load(ck, weights_only=False)
         unet.load_state_dict(s["unet"]); te.load_state_dict(s["te"])
         ema_unet.load_state_dict(s["ema_unet"]); ema_te.load_state_dict(s["ema_te"])
-        opt.load_state_dict(s["opt"]); gen.set_state(s["gen"]); rng.bit_generator.state = s["rng"]
+        gen.set_state(s["gen"]); rng.bit_generator.state = s["rng"]
         step, best, history = s["step"], s["best"], s["history"]
+        if len(s["opt"]["param_groups"][0]["params"]) == len(params):
+            opt.load_state_dict(s["opt"])
+        else:  # a fine-tune that trains other parameters than the run it continues
+            log("the trained parameters changed: starting a fresh optimizer state")
         log(f"resumed UNet at step {step} (best eval score {best:.3f})")
     log(f"UNet params {n_params(unet):,}; text encoder params {n_params(te):,}; "
         f"training to step {args.steps}, batch {args.batch}, lr {base_lr}")
@@ -589,6 +594,8 @@ def main(argv=None):
                    help="UNet: the extra timesteps (--high-noise-frac) are drawn from [this, 1000)")
     p.add_argument("--position-mention", type=float, default=0.6,
                    help="UNet: probability that a caption names a shape's position")
+    p.add_argument("--train-token-embedding", action="store_true",
+                   help="UNet: train the text encoder's token embedding too (frozen by default)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--noise-offset", type=float, default=0.1, help="UNet: offset-noise strength (0 = off)")
     p.add_argument("--snr-weight-cap", type=float, default=0.0,
