@@ -136,6 +136,7 @@ def test_img2img_from_an_uploaded_file(page, tmp_path):
     Image.new("RGB", (64, 64), (20, 200, 20)).save(source)
     page.locator("#tab_img2img-button").click()
     page.locator("#img2img_image input[type=file]").set_input_files(str(source))
+    page.wait_for_selector("#img2img_image img")  # uploaded before Generate is pressed
     page.locator("#img2img_prompt textarea").fill("a blue square")
     small_settings(page, "img2img", 7)
     set_number(page, "img2img_denoising_strength", 0.5)
