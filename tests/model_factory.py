@@ -46,11 +46,17 @@ def tiny_components(family: str = "sd1", variant: str = "normal", seed: int = 0,
 
 
 def write_checkpoint(path: Path, family: str = "sd1", variant: str = "normal", seed: int = 0, with_yaml: bool = False,
-                     prediction: str = "epsilon", dtype=torch.float16, output_gain: float = 50.0) -> Path:
+                     prediction: str = "epsilon", dtype=torch.float16, output_gain: float = 50.0,
+                     midas: dict | bool | None = None) -> Path:
+    """``midas``: the ``depth_model.model.*`` tensors of a depth model (SD 2's 512-depth-ema carries its
+    MiDaS estimator there): a dict of MiDaS tensors (see ``midas_tensors``), False for none, None for
+    two stand-ins (not a usable estimator)."""
     unet, vae, text_encoder = tiny_components(family, variant, seed, output_gain=output_gain)
     state = {k: v.to(dtype) for k, v in diffusers_to_ldm(unet=unet, vae=vae, text_encoder=text_encoder,
                                                          family=family).items()}
-    if variant == "depth":  # SD 2's 512-depth-ema carries its MiDaS estimator under depth_model.*
+    if isinstance(midas, dict):
+        state.update({"depth_model.model." + k: v.to(dtype) for k, v in midas.items()})
+    elif variant == "depth" and midas is None:
         generator = torch.Generator().manual_seed(seed)
         state["depth_model.model.pretrained.model.cls_token"] = torch.randn(1, 1, 16, generator=generator).to(dtype)
         state["depth_model.model.scratch.output_conv.4.weight"] = torch.randn(1, 8, 1, 1, generator=generator).to(dtype)
@@ -207,3 +213,81 @@ def write_depth_estimator(folder: Path, seed: int = 0, image_size: int = 32, wit
         DPTImageProcessorPil(size={"height": image_size, "width": image_size}, keep_aspect_ratio=False,
                              image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
     return folder
+
+
+MIDAS_FULL_SIZE = dict(hidden=768, layers=12, mlp=3072, grid=24, stem=64, widths=(256, 512, 1024), depths=(3, 4, 9),
+                       neck=(768, 768), fusion=256, classes=1000)  # SD 2's MiDaS v3 DPT-Hybrid
+MIDAS_TINY = dict(hidden=64, layers=4, mlp=128, grid=4, stem=32, widths=(128, 256, 512), depths=(1, 2, 1),
+                  neck=(64, 48), fusion=32, classes=10)  # 64x64 input; widths/4 divisible by 32 norm groups
+
+
+def midas_shapes(hidden, layers, mlp, grid, stem, widths, depths, neck, fusion, classes) -> dict[str, tuple]:
+    """Names and shapes of a MiDaS v3 DPT-Hybrid state dict in MiDaS' own names, at any size: timm's
+    ViT-hybrid (ResNetV2 stem and bottleneck stages, ViT blocks) as ``pretrained.model``, the readout
+    blocks ``pretrained.act_postprocess3/4`` and the fusion decoder ``scratch``. At
+    ``MIDAS_FULL_SIZE`` it equals tests/data/midas_dpt_hybrid_keys.txt (dumped from timm)."""
+    shapes: dict[str, tuple] = {}
+
+    def add(name, weight, bias=True):
+        shapes[name + ".weight"] = tuple(weight)
+        if bias:
+            shapes[name + ".bias"] = (weight[0],)
+
+    vit, resnet = "pretrained.model.", "pretrained.model.patch_embed.backbone."
+    shapes[vit + "cls_token"], shapes[vit + "pos_embed"] = (1, 1, hidden), (1, grid * grid + 1, hidden)
+    add(resnet + "stem.conv", (stem, 3, 7, 7), bias=False)
+    add(resnet + "stem.norm", (stem,))
+    channels = stem
+    for s, (width, depth) in enumerate(zip(widths, depths)):
+        for b in range(depth):
+            block = f"{resnet}stages.{s}.blocks.{b}."
+            if b == 0:
+                add(block + "downsample.conv", (width, channels, 1, 1), bias=False)
+                add(block + "downsample.norm", (width,))
+            for i, (out, inp, k) in enumerate([(width // 4, channels, 1), (width // 4, width // 4, 3),
+                                               (width, width // 4, 1)], 1):
+                add(f"{block}conv{i}", (out, inp, k, k), bias=False)
+                add(f"{block}norm{i}", (out,))
+            channels = width
+    add(vit + "patch_embed.proj", (hidden, channels, 1, 1))
+    for n in range(layers):
+        block = f"{vit}blocks.{n}."
+        add(block + "norm1", (hidden,))
+        add(block + "attn.qkv", (3 * hidden, hidden))
+        add(block + "attn.proj", (hidden, hidden))
+        add(block + "norm2", (hidden,))
+        add(block + "mlp.fc1", (mlp, hidden))
+        add(block + "mlp.fc2", (hidden, mlp))
+    add(vit + "norm", (hidden,))
+    add(vit + "head", (classes, hidden))
+    for k, features in zip((3, 4), neck):
+        add(f"pretrained.act_postprocess{k}.0.project.0", (hidden, 2 * hidden))
+        add(f"pretrained.act_postprocess{k}.3", (features, hidden, 1, 1))
+    add("pretrained.act_postprocess4.4", (neck[1], neck[1], 3, 3))
+    for k, features in enumerate((widths[0], widths[1], *neck), 1):
+        add(f"scratch.layer{k}_rn", (fusion, features, 3, 3), bias=False)
+        for unit in ("resConfUnit1", "resConfUnit2"):
+            for conv in ("conv1", "conv2"):
+                add(f"scratch.refinenet{k}.{unit}.{conv}", (fusion, fusion, 3, 3))
+        add(f"scratch.refinenet{k}.out_conv", (fusion, fusion, 1, 1))
+    add("scratch.output_conv.0", (fusion // 2, fusion, 3, 3))
+    add("scratch.output_conv.2", (32, fusion // 2, 3, 3))
+    add("scratch.output_conv.4", (1, 32, 1, 1))
+    return shapes
+
+
+def midas_tensors(seed: int = 0, **sizes) -> dict:
+    """Random MiDaS DPT-Hybrid tensors (``midas_shapes``, default ``MIDAS_TINY``) whose depth varies
+    with the picture: fan-in scaled weights, non-trivial norms and biases, a positive output bias."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, shape in midas_shapes(**{**MIDAS_TINY, **sizes}).items():
+        noise = torch.randn(shape, generator=generator)
+        if len(shape) == 1:
+            tensors[name] = (1.0 if "norm" in name and name.endswith(".weight") else 0.0) + 0.1 * noise
+        elif name.endswith(("cls_token", "pos_embed")):
+            tensors[name] = 0.5 * noise
+        else:
+            tensors[name] = noise / (torch.tensor(shape[1:]).prod().sqrt())
+    tensors["scratch.output_conv.4.bias"] = torch.ones(1)
+    return tensors

@@ -161,7 +161,8 @@ def test_without_depth_models_the_message_says_what_to_install(tmp_path):
 
     from webui.model_manager import ModelManager, ModelNotFound, ModelPaths
 
-    write_checkpoint(tmp_path / "ckpt" / "tiny-sd2-depth.safetensors", "sd2", "depth", seed=11)
+    # pruned of its depth_model.* tensors: no MiDaS of its own to fall back on
+    write_checkpoint(tmp_path / "ckpt" / "tiny-sd2-depth.safetensors", "sd2", "depth", seed=11, midas=False)
     paths = ModelPaths(tmp_path / "none", tmp_path / "vae", tmp_path / "lora", tmp_path / "emb", tmp_path / "depth")
     bare = ModelManager(paths, tmp_path / "cache", include_demo=False)
     with pytest.raises(ModelNotFound, match="512-depth-ema"):

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto: from the inputs given; depth: a depth checkpoint (default: the first found) "
                           "with the depth of --init-image or --depth-map")
     gen.add_argument("--depth-map", type=Path, help="depth map image (grayscale, near = bright); skips the estimator")
-    gen.add_argument("--depth-model", help="depth estimator folder in models/depth/ (default: the first found)")
+    gen.add_argument("--depth-model", help="depth estimator: a folder in models/depth/ or 'CHECKPOINT [embedded "
+                                           "MiDaS]' (default: the depth checkpoint's own MiDaS, else the first found)")
     gen.add_argument("--format", dest="output_format", default=None, help="png (default), jpg or webp")
     gen.add_argument("--script", help="run a script from an extension, e.g. 'X/Y/Z plot' (see: extensions)")
     gen.add_argument("--script-args", default="[]", metavar="JSON",

@@ -71,7 +71,7 @@ class Img2ImgBody(Txt2ImgBody):
     inpainting_mask_invert: int = 0
     # depth-to-image with a depth checkpoint (not in A1111, which always estimates the depth)
     depth_map: str | None = None  # base64 grayscale image, near = bright; skips the estimator
-    depth_model: str | None = None  # depth estimator folder in models/depth/
+    depth_model: str | None = None  # depth estimator: folder in models/depth/ or "CHECKPOINT [embedded MiDaS]"
 
 
 def decode_image(data: str, field: str) -> Image.Image:

@@ -1,6 +1,8 @@
 """Monocular depth estimators for depth-to-image: transformers' DPT (``DPTForDepthEstimation``, the
 architecture of ``Intel/dpt-hybrid-midas`` and ``Intel/dpt-large``) loaded offline from a folder in
-``models/depth/`` holding ``config.json``, the weights and, optionally, ``preprocessor_config.json``.
+``models/depth/`` holding ``config.json``, the weights and, optionally, ``preprocessor_config.json``;
+or the MiDaS DPT-Hybrid that SD 2's ``512-depth-ema`` carries under ``depth_model.*``, converted
+at load time (see ``midas``).
 
 The estimate is relative inverse depth as MiDaS gives it: larger = nearer. It is returned at the
 input image's size; the engine normalises and resizes it for the UNet (see ``engine.depth``).
@@ -27,7 +29,6 @@ class DepthEstimator:
 
     @classmethod
     def load(cls, folder: Path, name: str, device, dtype) -> "DepthEstimator":
-        import transformers
         from transformers import DPTForDepthEstimation
 
         config_file = folder / "config.json"
@@ -52,18 +53,31 @@ class DepthEstimator:
                                                           use_safetensors=weights[0].suffix == ".safetensors")
         except Exception as e:  # noqa: BLE001 (safetensors, pickle and shape errors all mean a bad file)
             raise ModelFileError(f"{name}: cannot load depth estimator ({str(e).splitlines()[0]})") from None
-        # Without torchvision transformers falls back to the PIL processor; ask for it directly.
-        processor_class = getattr(transformers, "DPTImageProcessorPil", None) or transformers.DPTImageProcessor
+        processor = None
         if (folder / "preprocessor_config.json").is_file():
-            processor = processor_class.from_pretrained(folder, local_files_only=True)
-        else:  # the DPT defaults (MiDaS): mean/std 0.5
-            processor = processor_class(image_mean=[0.5] * 3, image_std=[0.5] * 3)
-        # transformers' DPT (ViT and hybrid) only takes square inputs of its configured size, as
-        # diffusers' depth2img pipeline feeds it; the estimate is resized back to the image afterwards.
-        size = model.config.image_size
-        processor.size, processor.keep_aspect_ratio = {"height": size, "width": size}, False
+            processor = _processor_class().from_pretrained(folder, local_files_only=True)
+        processor = _square_processor(processor, model.config.image_size)
         log.info("loaded depth estimator %s", name)
         return cls(name, folder, model.to(device).eval(), processor, device, dtype)
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, name: str, device, dtype) -> "DepthEstimator":
+        """The MiDaS estimator inside a depth checkpoint (only its ``depth_model.*`` tensors are read;
+        a ``.ckpt`` is loaded with ``weights_only=True``), as a transformers DPT-Hybrid."""
+        from .midas import PREFIX, load_midas
+
+        try:
+            tensors = open_tensor_file(path)
+            midas = {k: tensors.read(k) for k in tensors.keys() if k.startswith(PREFIX)}
+            if not midas:
+                raise ModelFileError(f"no {PREFIX}* tensors in {path.name}")
+            model = load_midas(midas, dtype=dtype)
+        except ModelFileError as e:
+            raise ModelFileError(f"{name}: {e}") from None
+        del midas
+        processor = _square_processor(None, model.config.image_size)
+        log.info("loaded depth estimator %s", name)
+        return cls(name, path, model.to(device), processor, device, dtype)
 
     def estimate(self, image) -> Any:
         """Depth of a PIL image as a float32 tensor [H, W] at the image's size, larger = nearer."""
@@ -76,3 +90,20 @@ class DepthEstimator:
             depth = torch.nn.functional.interpolate(predicted[:, None].float(), size=(height, width),
                                                     mode="bicubic", align_corners=False)
         return depth[0, 0].cpu()
+
+
+def _processor_class():
+    import transformers
+
+    # Without torchvision transformers falls back to the PIL processor; ask for it directly.
+    return getattr(transformers, "DPTImageProcessorPil", None) or transformers.DPTImageProcessor
+
+
+def _square_processor(processor, size: int):
+    """transformers' DPT (ViT and hybrid) only takes square inputs of its configured size, as
+    diffusers' depth2img pipeline feeds it; the estimate is resized back to the image afterwards.
+    Without a saved processor: the DPT defaults (MiDaS), mean/std 0.5."""
+    if processor is None:
+        processor = _processor_class()(image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor.size, processor.keep_aspect_ratio = {"height": size, "width": size}, False
+    return processor

@@ -31,7 +31,9 @@ DEMO_FILES = (DEMO_CHECKPOINT, DEMO_DEPTH_CHECKPOINT, DEMO_DEPTH_ESTIMATOR)
 NO_DEPTH_MODEL = ("no depth checkpoint installed: put a depth model with a 5-channel UNet (Stable Diffusion 2's "
                   "512-depth-ema.safetensors) in {folder}")
 NO_DEPTH_ESTIMATOR = ("no depth estimator installed: put a DPT model folder (config.json + model.safetensors, e.g. "
-                      "Intel/dpt-hybrid-midas or Intel/dpt-large) in {folder}, or upload a depth map")
+                      "Intel/dpt-hybrid-midas or Intel/dpt-large) in {folder}, use a depth checkpoint that carries "
+                      "its own MiDaS (SD 2's 512-depth-ema), or upload a depth map")
+EMBEDDED_ESTIMATOR = "{checkpoint} [embedded MiDaS]"  # the name of a depth checkpoint's own estimator
 MODEL_SUFFIXES = SAFETENSORS_SUFFIXES + (".ckpt",)
 
 
@@ -53,10 +55,11 @@ class ModelEntry:
     name: str  # path relative to its folder, with extension: what A1111 shows
     path: Path
     kind: Kind
+    embedded: bool = False  # a depth estimator inside the checkpoint file ``path``
 
     @property
     def stem(self) -> str:
-        return self.name.rsplit(".", 1)[0] if not self.path.is_dir() else self.name
+        return self.name.rsplit(".", 1)[0] if not (self.path.is_dir() or self.embedded) else self.name
 
 
 @dataclass
@@ -110,6 +113,8 @@ class ModelManager:
             entries = [e for e in entries if e.path.parent == folder]
             if folder.is_dir():
                 entries += [ModelEntry(c.parent.name, c.parent, kind) for c in sorted(folder.glob("*/config.json"))]
+            entries += [ModelEntry(EMBEDDED_ESTIMATOR.format(checkpoint=c.name), c.path, kind, embedded=True)
+                        for c in self.depth_checkpoints() if self.probe(c).depth_estimator]
             if self.include_demo:
                 entries += self._demo_entries([DEMO_DEPTH_ESTIMATOR], entries, kind)
         return entries
@@ -159,6 +164,13 @@ class ModelManager:
                 if not info.supported:
                     record["error"] = f"{info.family} checkpoints are not supported yet" if info.family == "sdxl" \
                         else "not a recognised Stable Diffusion checkpoint"
+            elif entry.embedded:
+                from .midas import PREFIX, check_midas
+
+                tensors = open_tensor_file(entry.path)
+                config = check_midas({k: tensors.info(k).shape for k in tensors.keys() if k.startswith(PREFIX)})
+                record.update(architecture="dpt", hybrid=True, image_size=config.image_size,
+                              embedded_in=entry.path.name)
             elif entry.kind == "depth" and entry.path.is_dir():
                 import json
 
@@ -183,9 +195,9 @@ class ModelManager:
         if "\x00" in wanted or any(part == ".." for part in Path(wanted.replace("\\", "/")).parts):
             raise ModelNotFound(f"invalid {kind} name {name!r}: names are files inside the {kind} folder")
         title_hash = None
-        if wanted.endswith("]") and " [" in wanted:
-            wanted, title_hash = wanted[:-1].rsplit(" [", 1)
         entries = self.list(kind)
+        if wanted.endswith("]") and " [" in wanted and not any(e.name == wanted for e in entries):
+            wanted, title_hash = wanted[:-1].rsplit(" [", 1)
         for entry in entries:
             if wanted in (entry.name, entry.stem, entry.path.name, Path(entry.name).stem):
                 return entry
@@ -235,31 +247,38 @@ class ModelManager:
         return found[0]
 
     def depth_estimator(self, name: str | None = None, for_checkpoint: ModelEntry | None = None):
-        """The loaded DPT estimator ``name``; by default the user's own (the demo estimator for the
-        demo depth model or when there is none). One stays resident."""
+        """The loaded DPT estimator ``name``. By default, as in A1111, the MiDaS that ``for_checkpoint``
+        carries (SD 2's 512-depth-ema), the demo estimator for the demo depth model; else the user's
+        own folder, another checkpoint's MiDaS, the demo estimator. One stays resident."""
         from .depth_estimator import DepthEstimator
 
         with self._lock:
-            if name:
-                entry = self.find(name, "depth")
-            else:
-                entries = self.list("depth")
-                if not entries:
-                    raise ModelNotFound(NO_DEPTH_ESTIMATOR.format(folder=self.paths.depth))
-                demo = [e for e in entries if e.path.resolve() == DEMO_DEPTH_ESTIMATOR.resolve()]
-                own = [e for e in entries if e.path.is_dir() and e not in demo]
-                pair_demo = for_checkpoint is not None and \
-                    for_checkpoint.path.resolve() == DEMO_DEPTH_CHECKPOINT.resolve()
-                entry = (demo if pair_demo and demo else own or demo or entries)[0]
-            if not entry.path.is_dir():
+            entry = self.find(name, "depth") if name else self._default_depth_estimator(for_checkpoint)
+            if not (entry.path.is_dir() or entry.embedded):
                 raise ModelFileError(f"{entry.name}: a depth estimator is a folder with config.json and weights "
                                      f"(a transformers DPT model), not a single file")
             current = self._depth_estimator
-            if current is None or current.path != entry.path:
+            if current is None or (current.name, current.path) != (entry.name, entry.path):
                 self._depth_estimator = None
                 device, dtype = self.device_and_dtype()
-                self._depth_estimator = DepthEstimator.load(entry.path, entry.name, device, dtype)
+                load = DepthEstimator.from_checkpoint if entry.embedded else DepthEstimator.load
+                self._depth_estimator = load(entry.path, entry.name, device, dtype)
             return self._depth_estimator
+
+    def _default_depth_estimator(self, for_checkpoint: ModelEntry | None) -> ModelEntry:
+        entries = self.list("depth")
+        if not entries:
+            raise ModelNotFound(NO_DEPTH_ESTIMATOR.format(folder=self.paths.depth))
+        demo = [e for e in entries if e.path.resolve() == DEMO_DEPTH_ESTIMATOR.resolve()]
+        embedded = [e for e in entries if e.embedded]
+        folders = [e for e in entries if e.path.is_dir() and e not in demo]
+        if for_checkpoint is not None:
+            if for_checkpoint.path.resolve() == DEMO_DEPTH_CHECKPOINT.resolve() and demo:
+                return demo[0]
+            own = [e for e in embedded if e.path == for_checkpoint.path]
+            if own:
+                return own[0]
+        return (folders or embedded or demo or entries)[0]
 
     # ---- loading --------------------------------------------------------------------------
     def device_and_dtype(self):

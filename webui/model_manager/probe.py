@@ -36,6 +36,7 @@ class CheckpointInfo:
     context_dim: int
     native_size: int
     vae_scale: int
+    depth_estimator: bool = False  # carries a MiDaS depth estimator under depth_model.* (SD 2's 512-depth-ema)
     configs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -101,7 +102,7 @@ def probe_tensors(tensors: SafetensorsFile | PickledFile, path: Path) -> Checkpo
     if not latent_size:
         latent_size = 96 if family == "sd2" and prediction == "v_prediction" else 64
     return CheckpointInfo(family, variant, prediction, in_channels, context_dim, int(latent_size) * vae_scale,
-                          vae_scale, configs={"yaml": yaml_doc})
+                          vae_scale, any(k.startswith("depth_model.") for k in keys), configs={"yaml": yaml_doc})
 
 
 def _prediction(family: str, variant: str, path: Path, tensors, yaml_doc: dict[str, Any]) -> Prediction:

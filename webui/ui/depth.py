@@ -1,6 +1,6 @@
 """Depth: img2img with one more condition. A depth map of the input (estimated by a DPT model from
-``models/depth/``, or uploaded) steers a depth checkpoint, so the new picture keeps the old one's
-3-D layout while the prompt changes what is in it."""
+``models/depth/`` or by the MiDaS inside the depth checkpoint, or uploaded) steers a depth
+checkpoint, so the new picture keeps the old one's 3-D layout while the prompt changes what is in it."""
 from __future__ import annotations
 
 import html
@@ -22,7 +22,7 @@ def depth_checkpoint_choices(ui) -> list[str]:
 
 
 def estimator_choices(ui) -> list[str]:
-    return [AUTOMATIC] + [e.name for e in ui.app.models.list("depth") if e.path.is_dir()]
+    return [AUTOMATIC] + [e.name for e in ui.app.models.list("depth") if e.path.is_dir() or e.embedded]
 
 
 def missing_model_html(ui) -> str:
