@@ -398,6 +398,55 @@ def training_noise(shape: tuple[int, ...], gen: torch.Generator, noise_offset: f
     return noise
 
 
+# --------------------------------------------------------------------------
+# optional: attention supervision of the position words (--position-attention)
+# --------------------------------------------------------------------------
+POSITION_WORDS = ("left", "right", "top", "bottom", "center")
+
+
+class RecordingCrossAttention:
+    """A cross-attention processor computing softmax(QK^T)V explicitly (what diffusers' default
+    does) and keeping the probabilities of the last call, so a loss can look at them."""
+
+    def __init__(self):
+        self.probs = None
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        q = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        k = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
+        v = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
+        self.probs = attn.get_attention_scores(q, k, None)
+        out = attn.batch_to_head_dim(torch.bmm(self.probs, v))
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def record_cross_attention(unet) -> list[RecordingCrossAttention]:
+    from diffusers.models.attention_processor import AttnProcessor2_0
+    recorders = {name: RecordingCrossAttention() for name in unet.attn_processors if "attn2" in name}
+    unet.set_attn_processor({name: recorders.get(name) or AttnProcessor2_0() for name in unet.attn_processors})
+    return list(recorders.values())
+
+
+def position_attention_loss(recorders, position_tokens: torch.Tensor, shape_masks: torch.Tensor) -> torch.Tensor:
+    """1 - the share of the position words' attention (over the image) that falls on the shape,
+    averaged over layers, heads and the samples that name a position. ``position_tokens`` (B, 77)
+    marks the position words; ``shape_masks`` (B, 1, 64, 64) is the shape's silhouette."""
+    batch = position_tokens.shape[0]
+    used = position_tokens.any(dim=1)
+    if not used.any():
+        return torch.zeros(())
+    losses = []
+    for rec in recorders:
+        probs = rec.probs.view(batch, -1, *rec.probs.shape[1:])  # (B, heads, HW, 77)
+        attention = (probs * position_tokens[:, None, None, :]).sum(-1)  # (B, heads, HW)
+        side = math.isqrt(attention.shape[-1])
+        mask = F.adaptive_avg_pool2d(shape_masks, side).flatten(1)[:, None, :]
+        share = (attention * mask).sum(-1) / attention.sum(-1).clamp(min=1e-8)
+        losses.append(1 - share.mean(dim=1))
+    return (torch.stack(losses).mean(0) * used).sum() / used.sum()
+
+
+
 def stage_unet(args, device):
     from diffusers import DDPMScheduler
     state = args.state_dir
@@ -457,6 +506,13 @@ def stage_unet(args, device):
             out.append(tok_cache[c])
         return torch.stack(out)
 
+    recorders, position_ids, masks = [], None, None
+    if args.position_attention:
+        recorders = record_cross_attention(unet)
+        position_ids = torch.tensor([tok(w).input_ids[1] for w in POSITION_WORDS])
+        masks = torch.from_numpy(data["depths"])  # (N, 64, 64) uint8 shape silhouettes
+        log(f"position-word attention supervision, weight {args.position_attention}")
+
     unet.train(); te.train()
     t_start, last_save, s0 = time.time(), time.time(), step
     while step < args.steps:
@@ -478,7 +534,8 @@ def stage_unet(args, device):
         t = torch.where(hi, t_hi, t_uni).to(device)
         a = acp[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        enc = te(ids_for(caps).to(device)).last_hidden_state
+        ids = ids_for(caps)
+        enc = te(ids.to(device)).last_hidden_state
         pred = unet(zt, t, encoder_hidden_states=enc).sample
         if args.snr_weight_cap:
             # epsilon loss = SNR * x0 loss: at high t (where layout is decided) x0 errors
@@ -489,6 +546,12 @@ def stage_unet(args, device):
             loss = (w * per).sum() / w.sum()
         else:
             loss = F.mse_loss(pred, noise)
+        if recorders:  # one-shape scenes only: in two-shape captions each position names one shape
+            one_shape = torch.tensor([len(attrs[i]["shapes"]) == 1 for i in idx])
+            position_tokens = torch.isin(ids, position_ids) & one_shape[:, None]
+            shape_masks = masks[idx].to(device, torch.float32)[:, None]
+            loss = loss + args.position_attention * position_attention_loss(
+                recorders, position_tokens.to(device), shape_masks)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -596,6 +659,8 @@ def main(argv=None):
                    help="UNet: probability that a caption names a shape's position")
     p.add_argument("--train-token-embedding", action="store_true",
                    help="UNet: train the text encoder's token embedding too (frozen by default)")
+    p.add_argument("--position-attention", type=float, default=0.0,
+                   help="UNet: weight of a loss that steers the position words' cross-attention onto the shape")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--noise-offset", type=float, default=0.1, help="UNet: offset-noise strength (0 = off)")
     p.add_argument("--snr-weight-cap", type=float, default=0.0,
