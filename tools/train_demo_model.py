@@ -548,7 +548,8 @@ def stage_unet(args, device):
             loss = F.mse_loss(pred, noise)
         if recorders:  # one-shape scenes only: in two-shape captions each position names one shape
             one_shape = torch.tensor([len(attrs[i]["shapes"]) == 1 for i in idx])
-            position_tokens = torch.isin(ids, position_ids) & one_shape[:, None]
+            supervised = one_shape & (t.cpu() >= args.position_attention_from)  # high t: the shape is not visible
+            position_tokens = torch.isin(ids, position_ids) & supervised[:, None]
             shape_masks = masks[idx].to(device, torch.float32)[:, None]
             loss = loss + args.position_attention * position_attention_loss(
                 recorders, position_tokens.to(device), shape_masks)
@@ -661,6 +662,8 @@ def main(argv=None):
                    help="UNet: train the text encoder's token embedding too (frozen by default)")
     p.add_argument("--position-attention", type=float, default=0.0,
                    help="UNet: weight of a loss that steers the position words' cross-attention onto the shape")
+    p.add_argument("--position-attention-from", type=int, default=0,
+                   help="UNet: supervise the position words' attention only at timesteps >= this")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--noise-offset", type=float, default=0.1, help="UNet: offset-noise strength (0 = off)")
     p.add_argument("--snr-weight-cap", type=float, default=0.0,
