@@ -41,20 +41,11 @@ def main() -> None:
             page.wait_for_selector("#txt2img_prompt textarea")
             if args.tab == "depth":
                 depth_tab(page, work, args.steps)
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(args.out), full_page=False)
-                browser.close()
-                print("wrote", args.out)
-                return
-            page.locator("#txt2img_prompt textarea").fill(args.prompt)
-            page.locator("#txt2img_neg_prompt textarea").fill("blurry")
-            set_number(page, "txt2img_steps", args.steps)
-            set_number(page, "txt2img_batch_size", 4)
-            page.locator("#txt2img_seed input").fill("5")
-            page.locator("#txt2img_generate").click()
-            page.wait_for_function("document.querySelector('#txt2img_status').innerText.includes('Done')")
-            time.sleep(1)
-            page.evaluate("window.scrollTo(0, 0)")
+            else:
+                page.locator("#txt2img_prompt textarea").fill(args.prompt)
+                page.locator("#txt2img_neg_prompt textarea").fill("blurry")
+                set_number(page, "txt2img_steps", args.steps)
+                generate_four(page, "txt2img")
             args.out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.out), full_page=False)
             browser.close()
@@ -84,11 +75,18 @@ def depth_tab(page, work: Path, steps: int) -> None:
     set_number(page, "depth_steps", steps)
     set_number(page, "depth_width", 64)
     set_number(page, "depth_height", 64)
-    set_number(page, "depth_batch_size", 4)
     set_number(page, "depth_denoising_strength", 1)
-    page.locator("#depth_seed input").fill("5")
-    page.locator("#depth_generate").click()
-    page.wait_for_function("document.querySelector('#depth_status').innerText.includes('Done')")
+    generate_four(page, "depth")
+
+
+def generate_four(page, tab: str) -> None:
+    """A batch of four with seed 5 on ``tab``, then back to the top of the page."""
+    from test_browser import set_number
+
+    set_number(page, f"{tab}_batch_size", 4)
+    page.locator(f"#{tab}_seed input").fill("5")
+    page.locator(f"#{tab}_generate").click()
+    page.wait_for_function(f"document.querySelector('#{tab}_status').innerText.includes('Done')")
     time.sleep(1)
     page.evaluate("window.scrollTo(0, 0)")
 
